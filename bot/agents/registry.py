@@ -1,0 +1,53 @@
+"""Agent name -> a ready client; platform name -> the adapter that speaks it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import httpx
+
+from bot.agents.base import AgentClient
+from bot.agents.dify import DifyClient
+from bot.config import AgentConfig, AgentsConfig, ConfigError
+
+AdapterFactory = Callable[[Any, httpx.AsyncClient], AgentClient]
+
+ADAPTERS: Mapping[str, AdapterFactory] = MappingProxyType(
+    {
+        "dify": DifyClient,
+    }
+)
+
+
+def build_client(config: AgentConfig, http: httpx.AsyncClient) -> AgentClient:
+    factory = ADAPTERS.get(config.platform)
+    if factory is None:
+        supported = ", ".join(sorted(ADAPTERS))
+        raise ConfigError(
+            f"agents.{config.name}.platform: {config.platform!r} is not supported by this "
+            f"version of relaygram (supported: {supported})"
+        )
+    return factory(config, http)
+
+
+class AgentDirectory:
+    """The configured agents, each with its client; built once from the agents file."""
+
+    def __init__(self, config: AgentsConfig, http: httpx.AsyncClient) -> None:
+        self.config = config
+        self._clients = {name: build_client(cfg, http) for name, cfg in config.agents.items()}
+
+    @property
+    def default(self) -> str:
+        return self.config.default
+
+    def get(self, name: str) -> AgentClient | None:
+        return self._clients.get(name)
+
+    def __iter__(self) -> Iterator[AgentClient]:
+        return iter(self._clients.values())
+
+    def __len__(self) -> int:
+        return len(self._clients)

@@ -1,0 +1,166 @@
+"""The one place that wires everything: Bot, Dispatcher, storage, HTTP client, services, routers.
+
+Tests build the same application with fakes at the seams (`session=` for Telegram, `redis=` for
+storage, `http=` for the agents, `clock=` for time), so what they exercise is what runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+import httpx
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.session.base import BaseSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.types import BotCommand, BotCommandScopeAllPrivateChats, ErrorEvent
+from redis.asyncio import Redis
+
+from bot import texts
+from bot.agents.registry import AgentDirectory
+from bot.config import AgentsConfig, Settings
+from bot.services.chat import ChatService
+from bot.services.feedback import FeedbackService
+from bot.streaming.clock import Clock, MonotonicClock
+from bot.streaming.flood import FloodGate, FloodLimits
+from bot.streaming.sender import ChatSender, DeliveryFailed, Target
+from handlers import get_routers
+from storage import Storage, open_redis
+
+logger = logging.getLogger("relaygram.app")
+
+
+@dataclass(slots=True)
+class Relaygram:
+    bot: Bot
+    dispatcher: Dispatcher
+    storage: Storage
+    agents: AgentDirectory
+    chat_service: ChatService
+    sender: ChatSender
+    http: httpx.AsyncClient
+    embedded_storage: bool
+    _owns_http: bool
+    _owns_redis: bool
+
+    async def run_polling(self) -> None:
+        await self.dispatcher.start_polling(
+            self.bot, allowed_updates=self.dispatcher.resolve_used_update_types()
+        )
+
+    async def aclose(self) -> None:
+        await self.bot.session.close()
+        if self._owns_http:
+            await self.http.aclose()
+        if self._owns_redis:
+            await self.storage.redis.aclose()
+
+
+def replica_name(settings: Settings) -> str:
+    return settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def agent_http_client() -> httpx.AsyncClient:
+    # Timeouts are set per request from each agent's configuration; retries=1 re-tries only a
+    # failed connection, never a request that reached the agent.
+    return httpx.AsyncClient(
+        transport=httpx.AsyncHTTPTransport(retries=1),
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        headers={"User-Agent": "relaygram"},
+    )
+
+
+async def create_app(
+    settings: Settings,
+    agents_config: AgentsConfig,
+    *,
+    session: BaseSession | None = None,
+    redis: Redis | None = None,
+    http: httpx.AsyncClient | None = None,
+    clock: Clock | None = None,
+    flood_limits: FloodLimits | None = None,
+) -> Relaygram:
+    token = settings.require_bot_token().get_secret_value()
+    if session is None:
+        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    bot = Bot(token, session=session, default=DefaultBotProperties(link_preview_is_disabled=True))
+
+    owns_redis = redis is None
+    embedded = False
+    if redis is None:
+        url = settings.redis_url.get_secret_value() if settings.redis_url else None
+        redis, embedded = await open_redis(url)
+        if embedded:
+            logger.warning(
+                "REDIS_URL is not set: using an in-memory store; conversations and feedback "
+                "are lost when the bot restarts and are not shared between replicas"
+            )
+    storage = Storage.on_redis(redis)
+
+    owns_http = http is None
+    http = http or agent_http_client()
+    agents = AgentDirectory(agents_config, http)
+
+    clock = clock or MonotonicClock()
+    sender = ChatSender(bot, FloodGate(clock, flood_limits), clock)
+    chat_service = ChatService(
+        agents=agents,
+        storage=storage,
+        sender=sender,
+        clock=clock,
+        replica=replica_name(settings),
+    )
+    feedback_service = FeedbackService(agents=agents, storage=storage, sender=sender)
+
+    dispatcher = Dispatcher(
+        chat_service=chat_service,
+        feedback_service=feedback_service,
+        sender=sender,
+        agents=agents,
+    )
+    dispatcher.include_routers(*get_routers())
+    dispatcher.errors.register(_on_unhandled_error)
+    dispatcher.startup.register(_register_commands)
+    dispatcher.shutdown.register(chat_service.shutdown)
+
+    return Relaygram(
+        bot=bot,
+        dispatcher=dispatcher,
+        storage=storage,
+        agents=agents,
+        chat_service=chat_service,
+        sender=sender,
+        http=http,
+        embedded_storage=embedded,
+        _owns_http=owns_http,
+        _owns_redis=owns_redis,
+    )
+
+
+async def _register_commands(bot: Bot) -> None:
+    commands = [
+        BotCommand(command=name, description=description)
+        for name, description in texts.COMMAND_DESCRIPTIONS.items()
+    ]
+    await bot.set_my_commands(commands, scope=BotCommandScopeAllPrivateChats())
+
+
+async def _on_unhandled_error(event: ErrorEvent, sender: ChatSender) -> bool:
+    """The safety net: a bug in a handler is logged and the user is told, never left waiting."""
+    logger.error("unhandled error for update %s", event.update.update_id, exc_info=event.exception)
+    update = event.update
+    try:
+        if update.message is not None:
+            chat = update.message.chat
+            await sender.say(
+                Target(chat.id, update.message.message_thread_id), texts.INTERNAL_ERROR
+            )
+        elif update.callback_query is not None:
+            await update.callback_query.answer(texts.INTERNAL_ERROR)
+    except (DeliveryFailed, Exception):  # the net must not throw
+        logger.exception("could not tell the user about the error")
+    return True

@@ -1,0 +1,59 @@
+"""Inline buttons under answers, with typed, versioned callback data (never `split`-parsed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiogram.filters.callback_data import CallbackData
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+
+from bot import texts
+from bot.agents.base import Rating
+
+MAX_SUGGESTIONS = 3
+_BUTTON_TEXT_LIMIT = 60
+
+
+class FeedbackCallback(CallbackData, prefix="rg1fb"):
+    rating: Rating
+
+
+class SuggestionCallback(CallbackData, prefix="rg1sq"):
+    # The question itself lives in the answer record: callback data is limited to 64 bytes.
+    index: int
+
+
+def answer_keyboard(
+    *,
+    feedback: bool,
+    selected: str | None = None,
+    suggestions: Sequence[str] = (),
+) -> InlineKeyboardMarkup | None:
+    rows: list[list[InlineKeyboardButton]] = []
+    if feedback:
+        rows.append(
+            [
+                InlineKeyboardButton(
+                    text=texts.feedback_button(rating.value, selected == rating.value),
+                    callback_data=FeedbackCallback(rating=rating).pack(),
+                )
+                for rating in (Rating.LIKE, Rating.DISLIKE)
+            ]
+        )
+    for index, question in enumerate(suggestions[:MAX_SUGGESTIONS]):
+        rows.append(
+            [
+                InlineKeyboardButton(
+                    text=_shorten(question),
+                    callback_data=SuggestionCallback(index=index).pack(),
+                )
+            ]
+        )
+    return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) <= _BUTTON_TEXT_LIMIT:
+        return text
+    return text[: _BUTTON_TEXT_LIMIT - 1].rstrip() + "…"

@@ -1,0 +1,353 @@
+"""ChatService: one user message -> one answer (order, state, stream, stop, finish).
+
+Handlers call `ask`, `stop`, `reset`; they never see partial text. This service decides which
+agent answers, keeps the conversation ref in storage, feeds the agent's events to a
+`ReplyStream`, and composes the final state (footer, buttons). Whatever goes wrong, the user
+gets a final message: partial text is kept and marked, errors become a short, specific text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiogram.types import InlineKeyboardMarkup, MessageEntity
+
+from bot import texts
+from bot.agents.base import (
+    AgentClient,
+    AgentError,
+    AgentRequest,
+    AnswerAccumulator,
+    AnswerRef,
+    ConversationNotFound,
+    FinishReason,
+    Started,
+    SupportsFeedback,
+    SupportsStop,
+    SupportsSuggestions,
+    TextDelta,
+    TextReplace,
+)
+from bot.agents.registry import AgentDirectory
+from bot.keyboards import MAX_SUGGESTIONS, answer_keyboard
+from bot.services.lanes import Lanes
+from bot.streaming.clock import Clock
+from bot.streaming.render import RenderedText, plain, utf16_len
+from bot.streaming.reply import ReplyStream
+from bot.streaming.sender import ChatSender, Target
+from storage import AnswerRecord, ChatScope, RunningAnswer, Storage
+
+logger = logging.getLogger("relaygram.chat")
+
+ReplyFactory = Callable[[Target], ReplyStream]
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A question for the agent, as the service needs it (built by handlers from an update)."""
+
+    scope: ChatScope
+    user_id: int
+    text: str
+    private: bool
+    message_id: int | None = None  # the user's message, replied to in groups
+
+
+@dataclass(slots=True)
+class _Run:
+    """An answer being generated in this process."""
+
+    run_id: str
+    scope: ChatScope
+    agent: str
+    client: AgentClient
+    end_user: str
+    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    keep_conversation: bool = True  # False after /reset during the answer
+    task_id: str | None = None
+
+
+class ChatService:
+    STOP_CALL_TIMEOUT = 5.0
+    SUGGESTIONS_TIMEOUT = 4.0
+    SHUTDOWN_GRACE = 10.0  # seconds to let stopped answers reach their final state
+
+    def __init__(
+        self,
+        *,
+        agents: AgentDirectory,
+        storage: Storage,
+        sender: ChatSender,
+        clock: Clock,
+        replica: str,
+        reply_factory: ReplyFactory | None = None,
+    ) -> None:
+        self._agents = agents
+        self._storage = storage
+        self._sender = sender
+        self._clock = clock
+        self._replica = replica
+        self._reply_factory = reply_factory or (lambda target: ReplyStream(sender, target, clock))
+        self._lanes = Lanes()
+        self._runs: dict[str, _Run] = {}
+
+    # --- what handlers call --------------------------------------------------------------------
+
+    async def agent_title(self, scope: ChatScope) -> str:
+        client = self._agents.get(await self._agent_for(scope))
+        return client.title if client else "the agent"
+
+    async def ask(self, incoming: Incoming) -> None:
+        """Answer one message; messages of one chat are answered one after another, in order."""
+        async with self._lanes.hold(incoming.scope.key):
+            await self._answer(incoming)
+
+    async def stop(self, scope: ChatScope) -> bool:
+        """Stop the answer running in this chat, here or on another replica."""
+        run = self._runs.get(scope.key)
+        if run is not None:
+            run.stop_requested.set()
+            return True
+        remote = await self._storage.runs.get(scope)
+        if remote is None:
+            return False
+        client = self._agents.get(remote.agent)
+        if remote.task_id and isinstance(client, SupportsStop):
+            # The replica reading that stream finishes it when the platform ends it.
+            await self._call_stop(client, remote.task_id, remote.end_user, remote.agent)
+        return True
+
+    async def reset(self, scope: ChatScope) -> str:
+        """Forget the conversation with this chat's agent; returns the agent's title."""
+        agent = await self._agent_for(scope)
+        await self._storage.conversations.clear(scope, agent)
+        run = self._runs.get(scope.key)
+        if run is not None and run.agent == agent:
+            run.keep_conversation = False  # its answer must not re-save the old conversation
+        client = self._agents.get(agent)
+        return client.title if client else agent
+
+    async def find_suggestion(self, scope: ChatScope, message_id: int, index: int) -> str | None:
+        """The suggested question behind a button under an earlier answer, if still known."""
+        record = await self._storage.answers.get(scope, message_id)
+        if record is None or not 0 <= index < len(record.suggestions):
+            return None
+        return record.suggestions[index]
+
+    async def ask_suggested(
+        self, scope: ChatScope, question: str, user_id: int, private: bool
+    ) -> None:
+        """Ask a suggested question: show it in the chat as asked, then answer it."""
+        notice_id = await self._sender.say(
+            Target(scope.chat_id, scope.thread_id),
+            texts.SUGGESTION_ASKED.format(question=question),
+        )
+        await self.ask(Incoming(scope, user_id, question, private, notice_id))
+
+    async def shutdown(self) -> None:
+        """Stop every running answer so each gets its final state before the process exits."""
+        for run in list(self._runs.values()):
+            run.stop_requested.set()
+        deadline = self._clock.now() + self.SHUTDOWN_GRACE
+        while self._runs and self._clock.now() < deadline:
+            await self._clock.sleep(0.05)
+
+    # --- one answer ----------------------------------------------------------------------------
+
+    async def _agent_for(self, scope: ChatScope) -> str:
+        return self._agents.default
+
+    @staticmethod
+    def _end_user(incoming: Incoming) -> str:
+        # Dify scopes conversations to an end user: a group's conversation must belong to the
+        # group, not to whoever happened to write first.
+        if incoming.private:
+            return f"tg-{incoming.user_id}"
+        return f"tg-chat-{incoming.scope.chat_id}"
+
+    async def _answer(self, incoming: Incoming) -> None:
+        scope = incoming.scope
+        agent = await self._agent_for(scope)
+        client = self._agents.get(agent)
+        target = Target(
+            scope.chat_id, scope.thread_id, None if incoming.private else incoming.message_id
+        )
+        if client is None:  # the agents file no longer has this chat's agent
+            await self._sender.notice(target, plain(texts.INTERNAL_ERROR))
+            return
+        run = _Run(uuid.uuid4().hex, scope, agent, client, self._end_user(incoming))
+        self._runs[scope.key] = run
+        reply = self._reply_factory(target)
+        reply.start()
+        try:
+            await self._storage.runs.start(
+                scope,
+                RunningAnswer(
+                    run.run_id, agent, incoming.user_id, run.end_user, None, self._replica
+                ),
+            )
+            await self._generate(run, incoming, reply)
+        except Exception:
+            logger.exception("answer failed in chat %s (agent %s)", scope.chat_id, agent)
+            await reply.finish("", _note(texts.INTERNAL_ERROR))
+        finally:
+            if self._runs.get(scope.key) is run:
+                del self._runs[scope.key]
+            await reply.close()
+            with contextlib.suppress(Exception):
+                await self._storage.runs.finish(scope, run.run_id)
+
+    async def _generate(self, run: _Run, incoming: Incoming, reply: ReplyStream) -> None:
+        scope = run.scope
+        started_at = self._clock.now()
+        conversation = await self._storage.conversations.get(scope, run.agent)
+        answer = await self._stream(run, incoming, conversation, reply)
+        if isinstance(answer.error, ConversationNotFound) and not answer.text:
+            logger.info("agent %s forgot conversation in chat %s; starting anew", run.agent, scope)
+            await self._storage.conversations.clear(scope, run.agent)
+            await self._sender.notice(
+                Target(scope.chat_id, scope.thread_id),
+                plain(texts.CONVERSATION_RESTARTED.format(agent=run.client.title)),
+            )
+            answer = await self._stream(run, incoming, None, reply)
+
+        stopped = run.stop_requested.is_set()
+        if answer.error is not None:
+            logger.warning(
+                "agent %s failed in chat %s after %.1fs: %s",
+                run.agent,
+                scope.chat_id,
+                self._clock.now() - started_at,
+                answer.error,
+            )
+        suggestions: list[str] = []
+        if answer.finished is not None and answer.error is None and not stopped:
+            suggestions = await self._suggestions(run, answer)
+        can_rate = isinstance(run.client, SupportsFeedback) and answer.message_id is not None
+        markup = answer_keyboard(feedback=can_rate, suggestions=suggestions)
+        message_ids = await reply.finish(
+            answer.text, self._footer(run, answer, stopped), _only_if(markup, answer)
+        )
+        await self._remember(run, incoming, answer, message_ids, suggestions)
+
+    async def _stream(
+        self,
+        run: _Run,
+        incoming: Incoming,
+        conversation: str | None,
+        reply: ReplyStream,
+    ) -> AnswerAccumulator:
+        """Feed one agent stream into the reply until it ends, fails, or /stop arrives."""
+        answer = AnswerAccumulator()
+        request = AgentRequest(text=incoming.text, user=run.end_user, conversation=conversation)
+
+        async def pump() -> None:
+            async with contextlib.aclosing(run.client.stream(request)) as events:
+                async for event in events:
+                    answer.apply(event)
+                    if isinstance(event, TextDelta | TextReplace):
+                        reply.update(answer.text)
+                    elif isinstance(event, Started):
+                        await self._on_started(run, event)
+                    if reply.failure is not None:
+                        run.stop_requested.set()  # nobody can see the answer: stop paying for it
+                        return
+
+        pumping = asyncio.create_task(pump(), name=f"agent:{run.agent}")
+        stopping = asyncio.create_task(run.stop_requested.wait())
+        try:
+            await asyncio.wait({pumping, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not pumping.done():
+            if run.task_id and isinstance(run.client, SupportsStop):
+                await self._call_stop(run.client, run.task_id, run.end_user, run.agent)
+            pumping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pumping
+        else:
+            pumping.result()  # an adapter bug surfaces here, and is handled by _answer
+        return answer
+
+    async def _on_started(self, run: _Run, event: Started) -> None:
+        if event.task_id:
+            run.task_id = event.task_id
+            await self._storage.runs.update_task(run.scope, run.run_id, event.task_id)
+        if event.conversation and run.keep_conversation:
+            # Saved now, not at the end: a cut-short answer still continues this conversation.
+            await self._storage.conversations.set(run.scope, run.agent, event.conversation)
+
+    async def _call_stop(self, client: SupportsStop, task_id: str, user: str, agent: str) -> None:
+        try:
+            await asyncio.wait_for(client.stop(task_id, user), self.STOP_CALL_TIMEOUT)
+        except (AgentError, TimeoutError) as exc:
+            logger.warning("stop call to agent %s failed: %s", agent, exc)
+
+    async def _suggestions(self, run: _Run, answer: AnswerAccumulator) -> list[str]:
+        if not isinstance(run.client, SupportsSuggestions) or answer.message_id is None:
+            return []
+        ref = AnswerRef(answer.message_id, run.end_user, answer.conversation)
+        try:
+            found = await asyncio.wait_for(run.client.suggestions(ref), self.SUGGESTIONS_TIMEOUT)
+        except (AgentError, TimeoutError) as exc:
+            logger.info("no suggestions from agent %s: %s", run.agent, exc)
+            return []
+        return [q for q in found if q.strip()][:MAX_SUGGESTIONS]
+
+    def _footer(self, run: _Run, answer: AnswerAccumulator, stopped: bool) -> RenderedText | None:
+        title = run.client.title
+        if stopped:
+            return _note(texts.FINISH_NOTES[FinishReason.STOPPED])
+        if answer.error is not None:
+            return _note(texts.error_text(answer.error, title))
+        reason = answer.finished.finish_reason if answer.finished else FinishReason.STOP
+        if reason in texts.FINISH_NOTES:
+            return _note(texts.FINISH_NOTES[reason])
+        if not answer.text.strip():
+            return _note(texts.EMPTY_ANSWER.format(agent=title))
+        return None
+
+    async def _remember(
+        self,
+        run: _Run,
+        incoming: Incoming,
+        answer: AnswerAccumulator,
+        message_ids: list[int],
+        suggestions: list[str],
+    ) -> None:
+        conversation = answer.conversation
+        if conversation and run.keep_conversation:
+            await self._storage.conversations.set(run.scope, run.agent, conversation)
+        if not message_ids or answer.message_id is None:
+            return
+        await self._storage.answers.save(
+            run.scope,
+            AnswerRecord(
+                agent=run.agent,
+                agent_message_id=answer.message_id,
+                conversation=conversation,
+                user_id=incoming.user_id,
+                end_user=run.end_user,
+                message_ids=tuple(message_ids),
+                suggestions=tuple(suggestions),
+                created_at=time.time(),
+            ),
+        )
+
+
+def _note(text: str) -> RenderedText:
+    """A line the bot adds under an answer, in italics so it reads as the bot's, not the agent's."""
+    return RenderedText(text, (MessageEntity(type="italic", offset=0, length=utf16_len(text)),))
+
+
+def _only_if(
+    markup: InlineKeyboardMarkup | None, answer: AnswerAccumulator
+) -> InlineKeyboardMarkup | None:
+    # Buttons belong under an answer the agent knows about; an error text gets none.
+    return markup if answer.message_id is not None else None

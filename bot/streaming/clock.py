@@ -1,0 +1,43 @@
+"""Time, injected: pacing code asks a Clock instead of calling time/asyncio directly.
+
+Tests pass a `ScaledClock` so a 1-second edit interval or a 3-second `retry_after` takes a few
+milliseconds of wall time while every ratio between intervals stays the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds on a monotonic scale."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class MonotonicClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class ScaledClock:
+    """Runs `speedup` times faster than real time (for tests and benchmarks)."""
+
+    def __init__(self, speedup: float) -> None:
+        if speedup <= 0:
+            raise ValueError("speedup must be positive")
+        self.speedup = speedup
+        self._origin = time.monotonic()
+
+    def now(self) -> float:
+        return (time.monotonic() - self._origin) * self.speedup
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds) / self.speedup)

@@ -1,0 +1,79 @@
+"""Every text a user can see, in one place (translations will hang off this module).
+
+Error texts are chosen by the error's kind, never built from the platform's message: platform
+messages can be technical, misleading ("Dify Hosted OpenAI …") or contain internal details.
+"""
+
+from __future__ import annotations
+
+from bot.agents.base import AgentError, FinishReason
+
+GREETING = (
+    "Hi! I'm a bot that lets you talk to {agent}.\n\n"
+    "Just send me a message. /reset starts a new conversation, /stop stops an answer, "
+    "and /help shows everything I can do."
+)
+
+HELP = (
+    "Send a text message and {agent} answers it here; the reply grows as it is written.\n\n"
+    "/reset — start a new conversation (alias /new)\n"
+    "/stop — stop the answer being written\n"
+    "/help — this help\n\n"
+    "Rate answers with 👍 / 👎 under them; pressing your choice again takes it back."
+)
+
+COMMAND_DESCRIPTIONS = {
+    "start": "Start and show the greeting",
+    "help": "What this bot can do",
+    "reset": "Start a new conversation",
+    "stop": "Stop the answer being written",
+}
+
+RESET_DONE = "🧹 Done — your next message starts a new conversation with {agent}."
+NOTHING_TO_STOP = "There is no answer being written right now."
+TEXT_ONLY = "I can read text messages only for now — please send your question as text."
+CONVERSATION_RESTARTED = (
+    "ℹ️ {agent} no longer knows our earlier conversation, so I started a new one."
+)
+SUGGESTION_ASKED = "❓ {question}"
+EMPTY_ANSWER = "{agent} sent an empty answer."
+INTERNAL_ERROR = "⚠️ Something went wrong on my side. Please try again."
+
+FEEDBACK_THANKS = {"like": "Thanks for the 👍!", "dislike": "Thanks — noted 👎."}
+FEEDBACK_CLEARED = "Your rating was removed."
+FEEDBACK_CANNOT_CLEAR = "{agent} cannot take a rating back."
+FEEDBACK_UNSUPPORTED = "{agent} does not accept ratings."
+FEEDBACK_UNKNOWN = "I no longer know this answer, so it can't be rated."
+FEEDBACK_FAILED = "The rating could not be sent to {agent}. Please try again later."
+BUTTON_EXPIRED = "This button is no longer valid."
+SUGGESTION_UNKNOWN = "I no longer know this suggestion — please type your question."
+
+FINISH_NOTES = {
+    FinishReason.STOPPED: "⏹ Stopped.",
+    FinishReason.LENGTH: "✂️ The answer was cut off by the agent's length limit.",
+    FinishReason.CONTENT_FILTER: "🚫 The model provider filtered this answer.",
+}
+
+_ERRORS = {
+    "unavailable": "⚠️ {agent} can't be reached right now. Please try again in a minute.",
+    "timeout": "⚠️ {agent} took too long to answer. Please try again.",
+    "auth": "⚠️ {agent} refused the bot's credentials. Please tell the bot's operator.",
+    "rate_limited": "⚠️ {agent} is busy right now (too many requests). Please try again shortly.",
+    "quota": "⚠️ {agent}'s usage limit is reached. Please tell the bot's operator.",
+    "bad_request": "⚠️ {agent} rejected the request. The operator may need to check its setup.",
+    "not_found": "⚠️ {agent} was not found at its configured address. Please tell the operator.",
+    "conversation_not_found": "⚠️ {agent} lost our conversation. Please send your message again.",
+    "upstream": "⚠️ {agent}'s model failed to answer. Please try again.",
+    "stream_cut": "✂️ The answer was cut short by the connection to {agent}.",
+    "protocol": "⚠️ {agent} sent an answer I could not read.",
+}
+_GENERIC_ERROR = "⚠️ {agent} could not answer. Please try again."
+
+
+def error_text(error: AgentError, agent: str) -> str:
+    return _ERRORS.get(error.kind, _GENERIC_ERROR).format(agent=agent)
+
+
+def feedback_button(rating: str, selected: bool) -> str:
+    icon = "👍" if rating == "like" else "👎"
+    return f"{icon} ✓" if selected else icon

@@ -1,0 +1,12 @@
+"""aiogram routers. Thin: parse the update, call a service, nothing else."""
+
+from __future__ import annotations
+
+from aiogram import Router
+
+from handlers import callbacks, commands, messages
+
+
+def get_routers() -> list[Router]:
+    # Order matters: commands before the catch-all text handler.
+    return [commands.router, callbacks.router, messages.router]

@@ -1,0 +1,70 @@
+"""Inline buttons: 👍/👎 under answers, suggested questions, and anything stale or forged."""
+
+from __future__ import annotations
+
+import logging
+
+from aiogram import Bot, Router
+from aiogram.types import CallbackQuery, Message
+
+from bot import texts
+from bot.keyboards import FeedbackCallback, SuggestionCallback
+from bot.services.chat import ChatService
+from bot.services.feedback import FeedbackService
+from handlers.scope import is_private, scope_of
+
+logger = logging.getLogger("relaygram.handlers")
+
+router = Router(name="callbacks")
+
+
+@router.callback_query(FeedbackCallback.filter())
+async def rate(
+    query: CallbackQuery,
+    callback_data: FeedbackCallback,
+    bot: Bot,
+    feedback_service: FeedbackService,
+) -> None:
+    if not isinstance(query.message, Message):  # inline or too old to be accessible
+        await query.answer(texts.BUTTON_EXPIRED)
+        return
+
+    async def acknowledge(text: str) -> object:
+        return await query.answer(text)
+
+    await feedback_service.rate(
+        scope_of(query.message, bot.id),
+        query.message.message_id,
+        query.from_user.id,
+        callback_data.rating,
+        acknowledge,
+    )
+
+
+@router.callback_query(SuggestionCallback.filter())
+async def ask_suggestion(
+    query: CallbackQuery,
+    callback_data: SuggestionCallback,
+    bot: Bot,
+    chat_service: ChatService,
+) -> None:
+    if not isinstance(query.message, Message):
+        await query.answer(texts.BUTTON_EXPIRED)
+        return
+    scope = scope_of(query.message, bot.id)
+    question = await chat_service.find_suggestion(
+        scope, query.message.message_id, callback_data.index
+    )
+    if question is None:
+        await query.answer(texts.SUGGESTION_UNKNOWN)
+        return
+    await query.answer()  # at once: the answer itself can take a while
+    await chat_service.ask_suggested(scope, question, query.from_user.id, is_private(query.message))
+
+
+@router.callback_query()
+async def unknown_button(query: CallbackQuery) -> None:
+    logger.info(
+        "unrecognised callback data %r from user %s", (query.data or "")[:64], query.from_user.id
+    )
+    await query.answer(texts.BUTTON_EXPIRED)

@@ -1,0 +1,39 @@
+"""/start, /help, /reset (/new), /stop."""
+
+from __future__ import annotations
+
+from aiogram import Bot, F, Router
+from aiogram.filters import Command, CommandStart
+from aiogram.types import Message
+
+from bot import texts
+from bot.services.chat import ChatService
+from bot.streaming.sender import ChatSender
+from handlers.scope import scope_of, target_of
+
+router = Router(name="commands")
+router.message.filter(F.chat.type == "private")
+
+
+@router.message(CommandStart())
+async def start(message: Message, bot: Bot, chat_service: ChatService, sender: ChatSender) -> None:
+    title = await chat_service.agent_title(scope_of(message, bot.id))
+    await sender.say(target_of(message), texts.GREETING.format(agent=title))
+
+
+@router.message(Command("help"))
+async def help_(message: Message, bot: Bot, chat_service: ChatService, sender: ChatSender) -> None:
+    title = await chat_service.agent_title(scope_of(message, bot.id))
+    await sender.say(target_of(message), texts.HELP.format(agent=title))
+
+
+@router.message(Command("reset", "new"))
+async def reset(message: Message, bot: Bot, chat_service: ChatService, sender: ChatSender) -> None:
+    title = await chat_service.reset(scope_of(message, bot.id))
+    await sender.say(target_of(message), texts.RESET_DONE.format(agent=title))
+
+
+@router.message(Command("stop"))
+async def stop(message: Message, bot: Bot, chat_service: ChatService, sender: ChatSender) -> None:
+    if not await chat_service.stop(scope_of(message, bot.id)):
+        await sender.say(target_of(message), texts.NOTHING_TO_STOP)

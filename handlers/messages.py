@@ -1,0 +1,43 @@
+"""User messages: text goes to the agent; anything else gets a clear "text only" reply."""
+
+from __future__ import annotations
+
+import logging
+
+from aiogram import Bot, F, Router
+from aiogram.types import Message
+
+from bot import texts
+from bot.services.chat import ChatService, Incoming
+from bot.streaming.sender import ChatSender
+from handlers.scope import is_private, scope_of, target_of
+
+logger = logging.getLogger("relaygram.handlers")
+
+router = Router(name="messages")
+router.message.filter(F.chat.type == "private")
+
+
+@router.message(F.text)
+async def text_message(message: Message, bot: Bot, chat_service: ChatService) -> None:
+    assert message.text is not None  # guaranteed by the F.text filter
+    assert message.from_user is not None  # a private chat's messages always have a sender
+    await chat_service.ask(
+        Incoming(
+            scope=scope_of(message, bot.id),
+            user_id=message.from_user.id,
+            text=message.text,
+            private=is_private(message),
+            message_id=message.message_id,
+        )
+    )
+
+
+@router.message()
+async def other_message(message: Message, sender: ChatSender) -> None:
+    logger.info(
+        "non-text message (%s) in chat %s: answered with the text-only notice",
+        message.content_type,
+        message.chat.id,
+    )
+    await sender.say(target_of(message), texts.TEXT_ONLY)

@@ -1,0 +1,25 @@
+"""Where an update belongs: the chat scope (chat, forum topic) of a message."""
+
+from __future__ import annotations
+
+from aiogram.types import Message
+
+from bot.streaming.sender import Target
+from storage import ChatScope
+
+
+def scope_of(message: Message, bot_id: int) -> ChatScope:
+    # Only a forum topic is its own conversation; in other chats message_thread_id marks a
+    # reply thread, which belongs to the chat's conversation.
+    thread = message.message_thread_id if message.is_topic_message else None
+    return ChatScope(bot_id=bot_id, chat_id=message.chat.id, thread_id=thread)
+
+
+def is_private(message: Message) -> bool:
+    return message.chat.type == "private"
+
+
+def target_of(message: Message) -> Target:
+    """Where the bot's short replies to this message go (same chat and topic)."""
+    thread = message.message_thread_id if message.is_topic_message else None
+    return Target(chat_id=message.chat.id, thread_id=thread)

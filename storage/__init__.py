@@ -1,0 +1,149 @@
+"""relaygram's shared state: small interfaces (`storage.base`) kept in Redis.
+
+`open_redis(url)` gives the client: a real server for a URL, or an embedded in-memory store
+(fakeredis, the same code path) when there is none. `Storage.on_redis(client)` bundles the
+stores on that client. This package imports nothing from `bot` or `handlers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import fakeredis
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from storage.base import (
+    RATINGS,
+    AnswerRecord,
+    AnswerStore,
+    ChatScope,
+    ConversationStore,
+    FeedbackStore,
+    RunningAnswer,
+    RunStore,
+)
+from storage.keys import KeySpace
+from storage.redis_store import (
+    ANSWER_TTL,
+    CONVERSATION_TTL,
+    FEEDBACK_TTL,
+    RUN_TTL,
+    RedisAnswerStore,
+    RedisConversationStore,
+    RedisFeedbackStore,
+    RedisRunStore,
+)
+
+__all__ = [
+    "ANSWER_TTL",
+    "CONVERSATION_TTL",
+    "FEEDBACK_TTL",
+    "RATINGS",
+    "RUN_TTL",
+    "AnswerRecord",
+    "AnswerStore",
+    "ChatScope",
+    "ConversationStore",
+    "FeedbackStore",
+    "KeySpace",
+    "RunStore",
+    "RunningAnswer",
+    "Storage",
+    "StorageUnavailable",
+    "open_redis",
+    "redact_url",
+]
+
+# Seconds to wait for the server when opening a client (a URL's own
+# `socket_connect_timeout=` query parameter takes precedence).
+CONNECT_TIMEOUT = 5.0
+
+
+class StorageUnavailable(RuntimeError):
+    """Redis cannot be reached; the message is one line and never contains a password."""
+
+
+@dataclass(frozen=True, slots=True)
+class Storage:
+    """Every store the bot uses, on one Redis client (the client is owned by the caller)."""
+
+    redis: Redis
+    conversations: ConversationStore
+    answers: AnswerStore
+    feedback: FeedbackStore
+    runs: RunStore
+
+    @classmethod
+    def on_redis(cls, redis: Redis, keys: KeySpace | None = None) -> Storage:
+        """The Redis-backed stores on `redis` under `keys` (default: `KeySpace()`)."""
+        keys = keys if keys is not None else KeySpace()
+        return cls(
+            redis=redis,
+            conversations=RedisConversationStore(redis, keys),
+            answers=RedisAnswerStore(redis, keys),
+            feedback=RedisFeedbackStore(redis, keys),
+            runs=RedisRunStore(redis, keys),
+        )
+
+
+def redact_url(url: str) -> str:
+    """`url` fit for logs and errors: the password becomes ``***``, the query is dropped."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<unparsable Redis URL>"
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = host if port is None else f"{host}:{port}"
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc}"
+    elif parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+async def open_redis(url: str | None) -> tuple[Redis, bool]:
+    """Open the Redis client the bot stores its state in.
+
+    With a URL: a real client (``decode_responses=True``), pinged before it is returned;
+    `StorageUnavailable` if it cannot be reached. Without one: an embedded in-memory
+    fakeredis store and ``True`` ("embedded": state is lost on restart and not shared between
+    processes; the caller warns about it). The caller closes the client (``await r.aclose()``).
+    """
+    if url is None:
+        embedded: Redis = fakeredis.FakeAsyncRedis(
+            server=fakeredis.FakeServer(),  # private to this client, not shared by address
+            decode_responses=True,
+        )
+        return embedded, True
+
+    where = redact_url(url)
+    try:
+        client = Redis.from_url(url, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT)
+    except ValueError as exc:
+        raise StorageUnavailable(f"invalid Redis URL {where}: {_one_line(exc, url)}") from None
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT * 3):
+            await client.ping()
+    except (RedisError, OSError, TimeoutError) as exc:
+        await client.aclose()
+        reason = _one_line(exc, url) or type(exc).__name__
+        raise StorageUnavailable(f"cannot connect to Redis at {where}: {reason}") from None
+    return client, False
+
+
+def _one_line(exc: BaseException, url: str) -> str:
+    """The exception's message on one line, with any secret of `url` scrubbed out."""
+    text = " ".join(str(exc).split())
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    if password:
+        text = text.replace(password, "***")
+    return text
