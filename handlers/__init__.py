@@ -9,4 +9,4 @@ from handlers import callbacks, commands, messages
 
 def get_routers() -> list[Router]:
     # Order matters: commands before the catch-all text handler.
-    return [commands.router, callbacks.router, messages.router]
+    return [commands.create_router(), callbacks.create_router(), messages.create_router()]

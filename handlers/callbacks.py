@@ -15,10 +15,15 @@ from handlers.scope import is_private, scope_of
 
 logger = logging.getLogger("relaygram.handlers")
 
-router = Router(name="callbacks")
+
+def create_router() -> Router:
+    router = Router(name="callbacks")
+    router.callback_query.register(rate, FeedbackCallback.filter())
+    router.callback_query.register(ask_suggestion, SuggestionCallback.filter())
+    router.callback_query.register(unknown_button)
+    return router
 
 
-@router.callback_query(FeedbackCallback.filter())
 async def rate(
     query: CallbackQuery,
     callback_data: FeedbackCallback,
@@ -41,7 +46,6 @@ async def rate(
     )
 
 
-@router.callback_query(SuggestionCallback.filter())
 async def ask_suggestion(
     query: CallbackQuery,
     callback_data: SuggestionCallback,
@@ -62,7 +66,6 @@ async def ask_suggestion(
     await chat_service.ask_suggested(scope, question, query.from_user.id, is_private(query.message))
 
 
-@router.callback_query()
 async def unknown_button(query: CallbackQuery) -> None:
     logger.info(
         "unrecognised callback data %r from user %s", (query.data or "")[:64], query.from_user.id

@@ -11,29 +11,32 @@ from bot.services.chat import ChatService
 from bot.streaming.sender import ChatSender
 from handlers.scope import scope_of, target_of
 
-router = Router(name="commands")
-router.message.filter(F.chat.type == "private")
+
+def create_router() -> Router:
+    router = Router(name="commands")
+    router.message.filter(F.chat.type == "private")
+    router.message.register(start, CommandStart())
+    router.message.register(help_, Command("help"))
+    router.message.register(reset, Command("reset", "new"))
+    router.message.register(stop, Command("stop"))
+    return router
 
 
-@router.message(CommandStart())
 async def start(message: Message, bot: Bot, chat_service: ChatService, sender: ChatSender) -> None:
     title = await chat_service.agent_title(scope_of(message, bot.id))
     await sender.say(target_of(message), texts.GREETING.format(agent=title))
 
 
-@router.message(Command("help"))
 async def help_(message: Message, bot: Bot, chat_service: ChatService, sender: ChatSender) -> None:
     title = await chat_service.agent_title(scope_of(message, bot.id))
     await sender.say(target_of(message), texts.HELP.format(agent=title))
 
 
-@router.message(Command("reset", "new"))
 async def reset(message: Message, bot: Bot, chat_service: ChatService, sender: ChatSender) -> None:
     title = await chat_service.reset(scope_of(message, bot.id))
     await sender.say(target_of(message), texts.RESET_DONE.format(agent=title))
 
 
-@router.message(Command("stop"))
 async def stop(message: Message, bot: Bot, chat_service: ChatService, sender: ChatSender) -> None:
     if not await chat_service.stop(scope_of(message, bot.id)):
         await sender.say(target_of(message), texts.NOTHING_TO_STOP)

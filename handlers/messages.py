@@ -14,11 +14,15 @@ from handlers.scope import is_private, scope_of, target_of
 
 logger = logging.getLogger("relaygram.handlers")
 
-router = Router(name="messages")
-router.message.filter(F.chat.type == "private")
+
+def create_router() -> Router:
+    router = Router(name="messages")
+    router.message.filter(F.chat.type == "private")
+    router.message.register(text_message, F.text)
+    router.message.register(other_message)
+    return router
 
 
-@router.message(F.text)
 async def text_message(message: Message, bot: Bot, chat_service: ChatService) -> None:
     assert message.text is not None  # guaranteed by the F.text filter
     assert message.from_user is not None  # a private chat's messages always have a sender
@@ -33,7 +37,6 @@ async def text_message(message: Message, bot: Bot, chat_service: ChatService) ->
     )
 
 
-@router.message()
 async def other_message(message: Message, sender: ChatSender) -> None:
     logger.info(
         "non-text message (%s) in chat %s: answered with the text-only notice",

@@ -103,6 +103,10 @@ class ChatService:
         client = self._agents.get(await self._agent_for(scope))
         return client.title if client else "the agent"
 
+    def is_busy(self, scope: ChatScope) -> bool:
+        """Whether an answer is running or queued in this chat (in this process)."""
+        return self._lanes.busy(scope.key)
+
     async def ask(self, incoming: Incoming) -> None:
         """Answer one message; messages of one chat are answered one after another, in order."""
         async with self._lanes.hold(incoming.scope.key):

@@ -307,6 +307,25 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class Burst:
+    """A token bucket: short bursts of up to ``capacity`` calls, then ``per_second`` on average.
+
+    Telegram's FAQ for a single chat: "avoid sending more than one message per second. We may
+    allow short bursts that go over this limit, but eventually you'll begin receiving 429
+    errors." A rolling one-call-per-second window would forbid the bursts Telegram allows.
+    """
+
+    capacity: float
+    per_second: float
+
+
+@dataclass
+class _BucketState:
+    tokens: float
+    updated: float
+
+
+@dataclass(frozen=True)
 class FloodLimits:
     """Which flood limits the fake enforces. All off by default so unrelated tests never see 429.
 
@@ -316,16 +335,17 @@ class FloodLimits:
     made inside it (Telegram lengthens penalties for bots that keep calling; 0 = only record it).
     """
 
-    private_chat: RateLimit | None = None
-    group_chat: RateLimit | None = None
+    private_chat: RateLimit | Burst | None = None
+    group_chat: RateLimit | Burst | None = None
     bot_wide: RateLimit | None = None
     penalty_extension: float = 0.0
 
     @classmethod
     def telegram(cls) -> FloodLimits:
-        """Telegram's published limits: ~1/s per private chat, 20/min per group, 30/s per bot."""
+        """Telegram's published limits: ~1/s per private chat (short bursts allowed), 20/min per
+        group, 30/s per bot."""
         return cls(
-            private_chat=RateLimit(1, 1.0),
+            private_chat=Burst(capacity=3, per_second=1.0),
             group_chat=RateLimit(20, 60.0),
             bot_wide=RateLimit(30, 1.0),
         )
@@ -643,6 +663,16 @@ def _parse_entity(raw: object) -> dict[str, Any] | None:
     return entity
 
 
+def _bucket_retry(state: _BucketState, limit: Burst, now: float) -> int | None:
+    """Like `_window_retry` for a token bucket; spends the token when the call fits."""
+    state.tokens = min(limit.capacity, state.tokens + (now - state.updated) * limit.per_second)
+    state.updated = now
+    if state.tokens >= 1.0:
+        state.tokens -= 1.0
+        return None
+    return max(1, math.ceil((1.0 - state.tokens) / limit.per_second - 1e-9))
+
+
 def _window_retry(hits: deque[float], limit: RateLimit, now: float) -> int | None:
     """Seconds (ceil, >= 1) until one more call fits in the rolling window, or None if it fits."""
     while hits and hits[0] <= now - limit.window:
@@ -723,6 +753,7 @@ class FakeTelegram:
         self._poll_waiter: asyncio.Future[bool] | None = None
         self._faults: list[_Fault] = []
         self._chat_hits: dict[int, deque[float]] = {}
+        self._chat_buckets: dict[int, _BucketState] = {}
         self._bot_hits: deque[float] = deque()
         self._chat_penalty_until: dict[int, float] = {}
         self._bot_penalty_until = -math.inf
@@ -897,7 +928,7 @@ class FakeTelegram:
             until += extension
         raise _ApiError.flood(max(1, math.ceil(until - now - 1e-9)))
 
-    def _chat_limit(self, chat_id: int) -> RateLimit | None:
+    def _chat_limit(self, chat_id: int) -> RateLimit | Burst | None:
         if self.chat(chat_id).type == "private":
             return self.limits.private_chat
         return self.limits.group_chat
@@ -906,7 +937,13 @@ class FakeTelegram:
         """Charge one call to the chat's and the bot's budgets, or answer 429 and open a window."""
         now = self.clock()
         chat_limit = self._chat_limit(chat_id) if chat_id is not None else None
-        if chat_id is not None and chat_limit is not None:
+        if chat_id is not None and isinstance(chat_limit, Burst):
+            state = self._chat_buckets.setdefault(chat_id, _BucketState(chat_limit.capacity, now))
+            retry = _bucket_retry(state, chat_limit, now)
+            if retry is not None:
+                self._chat_penalty_until[chat_id] = now + retry
+                raise _ApiError.flood(retry)
+        elif chat_id is not None and isinstance(chat_limit, RateLimit):
             hits = self._chat_hits.setdefault(chat_id, deque())
             retry = _window_retry(hits, chat_limit, now)
             if retry is not None:
@@ -919,7 +956,7 @@ class FakeTelegram:
                 self._bot_penalty_until = now + retry
                 raise _ApiError.flood(retry)
             self._bot_hits.append(now)
-        if chat_id is not None and chat_limit is not None:
+        if chat_id is not None and isinstance(chat_limit, RateLimit):
             self._chat_hits[chat_id].append(now)
 
     # ------------------------------------------------------------------------- argument helpers

@@ -1,0 +1,146 @@
+"""End-to-end harness: the real application from `create_app`, polling a fake Bot API, talking to
+a fake Dify over httpx, with time sped up.
+
+Only the seams are fake: aiogram's session (FakeTelegramSession over FakeTelegram), the agents'
+HTTP transport (FakeDify), Redis (fakeredis, or the real server where a test asks for it), and
+the clock (ScaledClock: one bot second lasts 1/SPEEDUP of a real second, and FakeTelegram's flood
+windows run on the same clock, so pacing and `retry_after` keep their real proportions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import fakeredis
+import httpx
+import pytest
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from bot.app import Relaygram, create_app
+from bot.config import AgentsConfig, Settings, parse_agents
+from bot.streaming.clock import ScaledClock
+from storage import ChatScope
+from tests.fakes.dify import FakeApp, FakeDify
+from tests.fakes.telegram import FakeTelegram, FakeTelegramSession, FloodLimits, UpdateDict
+
+SPEEDUP = 20.0
+BOT_TOKEN = "42:TEST-TOKEN-e2e"
+BOT_ID = 42
+DIFY_KEY = "app-test"
+
+
+def agents_config(**overrides: Any) -> AgentsConfig:
+    support: dict[str, Any] = {
+        "platform": "dify",
+        "title": "Support",
+        "base_url": "http://dify.test/v1",
+        "api_key": DIFY_KEY,
+    }
+    support.update(overrides)
+    return parse_agents({"default": "support", "agents": {"support": support}}, {})
+
+
+@dataclass
+class Harness:
+    telegram: FakeTelegram
+    dify: FakeDify
+    clock: ScaledClock
+    redis: Redis
+    app: Relaygram | None = None
+    _polling: asyncio.Task[None] | None = None
+    _http: httpx.AsyncClient | None = None
+    user_id: int = 1001
+    extra_agents: dict[str, Any] = field(default_factory=dict)
+
+    async def start(self, config: AgentsConfig | None = None) -> Relaygram:
+        self._http = httpx.AsyncClient(transport=self.dify.transport())
+        self.app = await create_app(
+            Settings(bot_token=SecretStr(BOT_TOKEN), _env_file=None),
+            config or agents_config(),
+            session=FakeTelegramSession(self.telegram),
+            redis=self.redis,
+            http=self._http,
+            clock=self.clock,
+        )
+        self._polling = asyncio.create_task(
+            self.app.dispatcher.start_polling(
+                self.app.bot, handle_signals=False, close_bot_session=False, polling_timeout=1
+            )
+        )
+        await self.telegram.wait_for(lambda: self.telegram.calls("getUpdates"))
+        return self.app
+
+    async def stop(self) -> None:
+        if self.app is not None and self._polling is not None:
+            with contextlib.suppress(RuntimeError):
+                await self.app.dispatcher.stop_polling()
+            await asyncio.wait_for(self._polling, 30)
+            await self.app.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+        self.app = None
+        self._polling = None
+
+    # --- the user's side ------------------------------------------------------------------------
+
+    def say(self, text: str, *, chat_id: int | None = None, **kwargs: Any) -> UpdateDict:
+        chat = chat_id if chat_id is not None else self.user_id
+        return self.telegram.push_update(self.telegram.user_text(chat, text, **kwargs))
+
+    def press(self, message_id: int, data: str, *, chat_id: int | None = None) -> str:
+        chat = chat_id if chat_id is not None else self.user_id
+        update = self.telegram.push_update(self.telegram.callback(chat, message_id, data))
+        return update.callback_query_id
+
+    def texts(self, chat_id: int | None = None) -> list[str]:
+        return self.telegram.visible_texts(chat_id if chat_id is not None else self.user_id)
+
+    async def until(self, predicate: Callable[[], Any], within: float = 10.0) -> Any:
+        return await self.telegram.wait_for(predicate, within)
+
+    async def until_idle(self, chat_id: int | None = None, within: float = 10.0) -> None:
+        """Wait until no answer is running in the chat and the last call has settled."""
+        app = self.app
+        assert app is not None
+
+        scope = ChatScope(BOT_ID, chat_id if chat_id is not None else self.user_id)
+
+        def idle() -> bool:
+            return not app.chat_service.is_busy(scope)
+
+        await self.until(idle, within)
+
+    def callback_answers(self) -> list[str]:
+        return [str(c.get("text", "")) for c in self.telegram.answered_callbacks]
+
+
+@pytest.fixture
+def clock() -> ScaledClock:
+    return ScaledClock(SPEEDUP)
+
+
+@pytest.fixture
+def telegram(clock: ScaledClock) -> FakeTelegram:
+    return FakeTelegram(bot_id=BOT_ID, clock=clock.now, limits=FloodLimits.telegram())
+
+
+@pytest.fixture
+def dify() -> FakeDify:
+    return FakeDify(FakeApp(api_key=DIFY_KEY, name="Support app"))
+
+
+@pytest.fixture
+async def h(telegram: FakeTelegram, dify: FakeDify, clock: ScaledClock) -> AsyncIterator[Harness]:
+    redis = fakeredis.FakeAsyncRedis(decode_responses=True)
+    harness = Harness(telegram=telegram, dify=dify, clock=clock, redis=redis)
+    await harness.start()
+    try:
+        yield harness
+    finally:
+        await harness.stop()
+        await redis.aclose()
