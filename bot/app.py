@@ -1,7 +1,7 @@
 """The one place that wires everything: Bot, Dispatcher, storage, HTTP client, services, routers.
 
-Tests build the same application with fakes at the seams (`session=` for Telegram, `redis=` for
-storage, `http=` for the agents, `clock=` for time), so what they exercise is what runs.
+Tests build the same application with fakes at the seams (`session=` for Telegram, `storage=` on
+fakeredis or a test namespace of the real Redis, `http=` for the agents, `clock=` for time), so what they exercise is what runs.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import BotCommand, BotCommandScopeAllPrivateChats, ErrorEvent
-from redis.asyncio import Redis
 
 from bot import texts
 from bot.agents.registry import AgentDirectory
@@ -79,7 +78,7 @@ async def create_app(
     agents_config: AgentsConfig,
     *,
     session: BaseSession | None = None,
-    redis: Redis | None = None,
+    storage: Storage | None = None,
     http: httpx.AsyncClient | None = None,
     clock: Clock | None = None,
     flood_limits: FloodLimits | None = None,
@@ -89,9 +88,9 @@ async def create_app(
         session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     bot = Bot(token, session=session, default=DefaultBotProperties(link_preview_is_disabled=True))
 
-    owns_redis = redis is None
+    owns_redis = storage is None
     embedded = False
-    if redis is None:
+    if storage is None:
         url = settings.redis_url.get_secret_value() if settings.redis_url else None
         redis, embedded = await open_redis(url)
         if embedded:
@@ -99,7 +98,7 @@ async def create_app(
                 "REDIS_URL is not set: using an in-memory store; conversations and feedback "
                 "are lost when the bot restarts and are not shared between replicas"
             )
-    storage = Storage.on_redis(redis)
+        storage = Storage.on_redis(redis)
 
     owns_http = http is None
     http = http or agent_http_client()

@@ -46,7 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         agents = load_agents(settings.agents_file)
         secrets = _secrets(settings, agents)
-        setup_logging(settings.log_level, secrets, replica_name(settings))
+        # `ask` reports its own failure in one line; log lines would only repeat it.
+        level = "ERROR" if args.command == "ask" and settings.log_level != "DEBUG" else None
+        setup_logging(level or settings.log_level, secrets, replica_name(settings))
         if args.command == "run":
             return asyncio.run(_run(settings, agents))
         if args.command == "check":
@@ -150,7 +152,7 @@ async def _ask(
         async for event in client.stream(request):
             answer.apply(event)
             _print_event(event, answer, as_json, out)
-    if not as_json:
+    if not as_json and answer.text:
         out.write("\n")
     out.flush()
     if answer.error is not None:

@@ -19,14 +19,20 @@ import fakeredis
 import httpx
 import pytest
 from pydantic import SecretStr
-from redis.asyncio import Redis
 
 from bot.app import Relaygram, create_app
 from bot.config import AgentsConfig, Settings, parse_agents
 from bot.streaming.clock import ScaledClock
-from storage import ChatScope
+from storage import ChatScope, Storage
 from tests.fakes.dify import FakeApp, FakeDify
-from tests.fakes.telegram import FakeTelegram, FakeTelegramSession, FloodLimits, UpdateDict
+from tests.fakes.telegram import (
+    FakeMessage,
+    FakeTelegram,
+    FakeTelegramServer,
+    FakeTelegramSession,
+    FloodLimits,
+    UpdateDict,
+)
 
 SPEEDUP = 20.0
 BOT_TOKEN = "42:TEST-TOKEN-e2e"
@@ -50,20 +56,29 @@ class Harness:
     telegram: FakeTelegram
     dify: FakeDify
     clock: ScaledClock
-    redis: Redis
+    storage: Storage
     app: Relaygram | None = None
     _polling: asyncio.Task[None] | None = None
     _http: httpx.AsyncClient | None = None
     user_id: int = 1001
     extra_agents: dict[str, Any] = field(default_factory=dict)
 
-    async def start(self, config: AgentsConfig | None = None) -> Relaygram:
+    async def start(
+        self, config: AgentsConfig | None = None, *, telegram_api_url: str | None = None
+    ) -> Relaygram:
+        """Build and start the app. With `telegram_api_url` the bot talks to the fake Bot API
+        over real HTTP (aiogram's own AiohttpSession), as `TELEGRAM_API_URL` makes it do."""
         self._http = httpx.AsyncClient(transport=self.dify.transport())
+        settings = Settings(
+            bot_token=SecretStr(BOT_TOKEN),
+            telegram_api_url=telegram_api_url or "https://api.telegram.org",
+            _env_file=None,
+        )
         self.app = await create_app(
-            Settings(bot_token=SecretStr(BOT_TOKEN), _env_file=None),
+            settings,
             config or agents_config(),
-            session=FakeTelegramSession(self.telegram),
-            redis=self.redis,
+            session=None if telegram_api_url else FakeTelegramSession(self.telegram),
+            storage=self.storage,
             http=self._http,
             clock=self.clock,
         )
@@ -119,6 +134,32 @@ class Harness:
         return [str(c.get("text", "")) for c in self.telegram.answered_callbacks]
 
 
+# --- reading what the user sees ----------------------------------------------------------------
+
+
+def bot_messages(h: Harness) -> list[FakeMessage]:
+    return h.telegram.messages(h.user_id)
+
+
+def buttons(message: FakeMessage | None) -> list[str]:
+    assert message is not None
+    markup: dict[str, Any] = message.reply_markup or {}
+    return [b["text"] for row in markup.get("inline_keyboard", []) for b in row]
+
+
+def button_data(message: FakeMessage) -> list[str]:
+    markup: dict[str, Any] = message.reply_markup or {}
+    return [b["callback_data"] for row in markup.get("inline_keyboard", []) for b in row]
+
+
+def finished(h: Harness) -> FakeMessage | None:
+    """The last bot message once it carries its final buttons."""
+    messages = bot_messages(h)
+    if messages and messages[-1].reply_markup:
+        return messages[-1]
+    return None
+
+
 @pytest.fixture
 def clock() -> ScaledClock:
     return ScaledClock(SPEEDUP)
@@ -126,7 +167,9 @@ def clock() -> ScaledClock:
 
 @pytest.fixture
 def telegram(clock: ScaledClock) -> FakeTelegram:
-    return FakeTelegram(bot_id=BOT_ID, clock=clock.now, limits=FloodLimits.telegram())
+    return FakeTelegram(
+        bot_id=BOT_ID, token=BOT_TOKEN, clock=clock.now, limits=FloodLimits.telegram()
+    )
 
 
 @pytest.fixture
@@ -137,10 +180,26 @@ def dify() -> FakeDify:
 @pytest.fixture
 async def h(telegram: FakeTelegram, dify: FakeDify, clock: ScaledClock) -> AsyncIterator[Harness]:
     redis = fakeredis.FakeAsyncRedis(decode_responses=True)
-    harness = Harness(telegram=telegram, dify=dify, clock=clock, redis=redis)
+    harness = Harness(telegram=telegram, dify=dify, clock=clock, storage=Storage.on_redis(redis))
     await harness.start()
     try:
         yield harness
     finally:
         await harness.stop()
         await redis.aclose()
+
+
+@pytest.fixture
+async def h_http(
+    telegram: FakeTelegram, dify: FakeDify, clock: ScaledClock
+) -> AsyncIterator[Harness]:
+    """Like `h`, but the bot reaches the fake Bot API over HTTP via TELEGRAM_API_URL."""
+    redis = fakeredis.FakeAsyncRedis(decode_responses=True)
+    harness = Harness(telegram=telegram, dify=dify, clock=clock, storage=Storage.on_redis(redis))
+    async with FakeTelegramServer(telegram) as server:
+        await harness.start(telegram_api_url=server.url)
+        try:
+            yield harness
+        finally:
+            await harness.stop()
+            await redis.aclose()

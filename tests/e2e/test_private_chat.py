@@ -2,34 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from tests.e2e.conftest import DIFY_KEY, Harness
+from tests.e2e.conftest import DIFY_KEY, Harness, bot_messages, button_data, buttons, finished
 from tests.fakes.dify import Script
-from tests.fakes.telegram import FakeMessage
-
-
-def bot_messages(h: Harness) -> list[FakeMessage]:
-    return h.telegram.messages(h.user_id)
-
-
-def buttons(message: FakeMessage | None) -> list[str]:
-    assert message is not None
-    markup: dict[str, Any] = message.reply_markup or {}
-    return [b["text"] for row in markup.get("inline_keyboard", []) for b in row]
-
-
-def button_data(message: FakeMessage) -> list[str]:
-    markup: dict[str, Any] = message.reply_markup or {}
-    return [b["callback_data"] for row in markup.get("inline_keyboard", []) for b in row]
-
-
-def finished(h: Harness) -> FakeMessage | None:
-    """The last bot message once it carries its final buttons."""
-    messages = bot_messages(h)
-    if messages and messages[-1].reply_markup:
-        return messages[-1]
-    return None
 
 
 async def test_answer_streams_into_one_message_edited_in_place(h: Harness) -> None:

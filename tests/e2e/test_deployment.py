@@ -1,0 +1,74 @@
+"""What operators rely on: state that survives a restart, a custom Bot API server over HTTP."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from bot.streaming.clock import ScaledClock
+from storage import KeySpace, Storage
+from tests.conftest import RedisFactory
+from tests.e2e.conftest import BOT_TOKEN, DIFY_KEY, Harness, finished
+from tests.fakes.dify import FakeDify
+from tests.fakes.telegram import FakeTelegram
+
+
+def chat_calls(dify: FakeDify) -> list[dict[str, object]]:
+    return [c.json for c in dify.calls_to("POST", "/chat-messages")]
+
+
+async def test_conversation_survives_a_restart_and_is_shared_by_replicas(
+    redis_factory: RedisFactory,
+    keyspace: KeySpace,
+    telegram: FakeTelegram,
+    dify: FakeDify,
+    clock: ScaledClock,
+) -> None:
+    first = Harness(telegram, dify, clock, Storage.on_redis(await redis_factory(), keyspace))
+    await first.start()
+    try:
+        first.say("remember me")
+        await first.until(lambda: finished(first))
+    finally:
+        await first.stop()
+
+    # A new process: a new Redis connection, nothing in memory.
+    second = Harness(telegram, dify, clock, Storage.on_redis(await redis_factory(), keyspace))
+    await second.start()
+    try:
+        second.say("do you remember?")
+        await second.until(lambda: len(chat_calls(dify)) == 2)
+        await second.until_idle()
+    finally:
+        await second.stop()
+
+    conversation = next(iter(dify.conversations))
+    assert [c["conversation_id"] for c in chat_calls(dify)] == ["", conversation]
+
+
+async def test_bot_works_against_a_custom_bot_api_server_over_http(
+    h_http: Harness, telegram: FakeTelegram
+) -> None:
+    h_http.say("hello over http")
+    await h_http.until(
+        lambda: (
+            telegram.messages(h_http.user_id)[-1:]
+            and telegram.messages(h_http.user_id)[-1].reply_markup
+        )
+    )
+    assert telegram.visible_texts(h_http.user_id) == ["Echo: hello over http"]
+
+
+async def test_secrets_never_reach_the_chat_or_the_logs(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    h.dify.fail_next(401, {"code": "unauthorized", "message": f"bad key {DIFY_KEY}", "status": 401})
+    h.say("hello")
+    await h.until(lambda: any("credentials" in t for t in h.texts()))
+    shown = "\n".join(h.texts())
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for secret in (DIFY_KEY, BOT_TOKEN):
+        assert secret not in shown
+        assert secret not in logged
