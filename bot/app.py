@@ -1,7 +1,8 @@
 """The one place that wires everything: Bot, Dispatcher, storage, HTTP client, services, routers.
 
 Tests build the same application with fakes at the seams (`session=` for Telegram, `storage=` on
-fakeredis or a test namespace of the real Redis, `http=` for the agents, `clock=` for time), so what they exercise is what runs.
+fakeredis or a test namespace of the real Redis, `http=` for the agents, `clock=` for time), so
+what they exercise is what runs.
 """
 
 from __future__ import annotations
