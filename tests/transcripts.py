@@ -1,7 +1,8 @@
 """Load the recorded and hand-written protocol transcripts and replay them through httpx.
 
-The transcripts live outside the repository, in `../shared/protocols/transcripts` (override
-with the environment variable `RELAYGRAM_TRANSCRIPTS`):
+The transcripts are a verbatim copy of the project's `shared/protocols/transcripts` in
+`tests/data/transcripts`, so the suite runs from any checkout (override the location with the
+environment variable `RELAYGRAM_TRANSCRIPTS`, e.g. to test against a newer recording):
 - `dify-0.15.3-live/NN_name.request.http` / `.response.raw`: real traffic, the raw HTTP/1.1
   bytes. A chunked response keeps each HTTP chunk as one piece, in order, so a replay delivers
   the body exactly as the server flushed it.
@@ -36,7 +37,7 @@ def transcripts_dir() -> Path:
     override = os.environ.get("RELAYGRAM_TRANSCRIPTS")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "shared" / "protocols" / "transcripts"
+    return Path(__file__).resolve().parent / "data" / "transcripts"
 
 
 # --- parsing -------------------------------------------------------------------------------------
