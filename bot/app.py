@@ -26,7 +26,7 @@ from bot.config import AgentsConfig, Settings
 from bot.services.chat import ChatService
 from bot.services.feedback import FeedbackService
 from bot.streaming.clock import Clock, MonotonicClock
-from bot.streaming.flood import FloodGate, FloodLimits
+from bot.streaming.scheduler import FloodLimits, FloodScheduler
 from bot.streaming.sender import ChatSender, DeliveryFailed, Target
 from handlers import get_routers
 from storage import Storage, open_redis
@@ -106,7 +106,7 @@ async def create_app(
     agents = AgentDirectory(agents_config, http)
 
     clock = clock or MonotonicClock()
-    sender = ChatSender(bot, FloodGate(clock, flood_limits), clock)
+    sender = ChatSender(bot, FloodScheduler(clock, flood_limits), clock)
     chat_service = ChatService(
         agents=agents,
         storage=storage,

@@ -243,6 +243,29 @@ class AgentClient(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryLimits:
+    max_turns: int
+    max_chars: int
+
+
+@runtime_checkable
+class KeepsNoHistory(Protocol):
+    """The platform remembers nothing between requests (OpenAI-compatible endpoints): the bot
+    stores the turns itself and sends them in `AgentRequest.history`, newest last, trimmed to
+    these limits."""
+
+    history_limits: HistoryLimits
+
+
+@runtime_checkable
+class SupportsBranching(Protocol):
+    """The platform can continue from any earlier answer: `AgentRequest.parent_message_id`
+    (the platform's id of that answer) takes precedence over the conversation's latest one."""
+
+    branching: bool
+
+
 @runtime_checkable
 class SupportsStop(Protocol):
     async def stop(self, task_id: str, user: str) -> None:

@@ -18,6 +18,10 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
+    async def wait(self, event: asyncio.Event, seconds: float) -> bool:
+        """Wait for `event` at most `seconds` (clock seconds); True if it was set."""
+        ...
+
 
 class MonotonicClock:
     def now(self) -> float:
@@ -25,6 +29,9 @@ class MonotonicClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
+
+    async def wait(self, event: asyncio.Event, seconds: float) -> bool:
+        return await _wait(event, max(0.0, seconds))
 
 
 class ScaledClock:
@@ -41,3 +48,14 @@ class ScaledClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self.speedup)
+
+    async def wait(self, event: asyncio.Event, seconds: float) -> bool:
+        return await _wait(event, max(0.0, seconds) / self.speedup)
+
+
+async def _wait(event: asyncio.Event, real_seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(event.wait(), timeout=real_seconds)
+    except TimeoutError:
+        return False
+    return True

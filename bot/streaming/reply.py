@@ -19,6 +19,7 @@ from aiogram.types import InlineKeyboardMarkup
 
 from bot.streaming.clock import Clock
 from bot.streaming.render import Paginator, RenderedText, fits, plain
+from bot.streaming.scheduler import Priority
 from bot.streaming.sender import ChatSender, DeliveryFailed, FloodWait, Target
 
 logger = logging.getLogger("relaygram.streaming")
@@ -152,14 +153,20 @@ class ReplyStream:
                     if not self._pending():
                         await self._wake.wait()
                     continue
-                await self._sender.gate.acquire(self._target.chat_id)
+                await self._sender.flood.turn(self._target.chat_id, self._priority)
                 try:
                     await self._apply_next()  # recomputed after the wait: the newest text
                 except FloodWait:
-                    continue  # the gate holds this chat back; then send what is newest
+                    continue  # the scheduler holds this chat back; then send what is newest
         except DeliveryFailed as exc:
             logger.warning("giving up on an answer in chat %s: %s", self._target.chat_id, exc)
             self.failure = exc
+
+    def _priority(self) -> Priority:
+        # The first text and the final state are what the user waits for; the rest can lag.
+        if not self._shown or self._final is not None:
+            return Priority.URGENT
+        return Priority.UPDATE
 
     def _pending(self) -> bool:
         return self._next_step(self._desired()) is not None

@@ -23,8 +23,8 @@ from aiogram.exceptions import (
 from aiogram.types import InlineKeyboardMarkup, LinkPreviewOptions, Message, ReplyParameters
 
 from bot.streaming.clock import Clock
-from bot.streaming.flood import FloodGate
 from bot.streaming.render import RenderedText
+from bot.streaming.scheduler import FloodScheduler, Priority
 
 logger = logging.getLogger("relaygram.telegram")
 
@@ -43,7 +43,7 @@ class Target:
 
 
 class FloodWait(Exception):
-    """Telegram answered 429; the chat is penalised in the gate. Retry with the newest state."""
+    """Telegram answered 429; the chat is penalised in the scheduler. Retry with the newest state."""
 
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"retry after {retry_after}s")
@@ -57,9 +57,9 @@ class DeliveryFailed(Exception):
 class ChatSender:
     NETWORK_ATTEMPTS = 4
 
-    def __init__(self, bot: Bot, gate: FloodGate, clock: Clock) -> None:
+    def __init__(self, bot: Bot, flood: FloodScheduler, clock: Clock) -> None:
         self.bot = bot
-        self.gate = gate
+        self.flood = flood
         self._clock = clock
 
     # --- paced: spend budget, retry 429 and network errors ------------------------------------
@@ -87,7 +87,7 @@ class ChatSender:
         await self._paced(chat_id, call)
 
     async def typing(self, target: Target) -> None:
-        await self.gate.acquire(target.chat_id)
+        await self.flood.turn(target.chat_id, Priority.BACKGROUND)
         await self._once(
             target.chat_id,
             lambda: self.bot.send_chat_action(
@@ -149,11 +149,11 @@ class ChatSender:
 
     async def _paced(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
         while True:
-            await self.gate.acquire(chat_id)
+            await self.flood.turn(chat_id, Priority.URGENT)
             try:
                 return await self._once(chat_id, call)
             except FloodWait:
-                continue  # the gate now holds this chat back for retry_after
+                continue  # the scheduler now holds this chat back for retry_after
 
     async def _once(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
         """One logical call: 429 becomes FloodWait, transient network errors are retried."""
@@ -165,7 +165,7 @@ class ChatSender:
                 logger.warning(
                     "429 from Telegram for chat %s: retry after %ss", chat_id, exc.retry_after
                 )
-                self.gate.penalize(chat_id, exc.retry_after)
+                self.flood.penalize(chat_id, exc.retry_after)
                 raise FloodWait(exc.retry_after) from None
             except TelegramForbiddenError as exc:
                 raise DeliveryFailed(f"chat {chat_id}: {exc.message}") from None
