@@ -43,7 +43,7 @@ class Target:
 
 
 class FloodWait(Exception):
-    """Telegram answered 429; the chat is penalised in the scheduler. Retry with the newest state."""
+    """Telegram answered 429; the scheduler holds the chat back. Retry with the newest state."""
 
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"retry after {retry_after}s")
