@@ -23,7 +23,7 @@ from aiogram.types import BotCommand, BotCommandScopeAllPrivateChats, ErrorEvent
 from bot import texts
 from bot.agents.registry import AgentDirectory
 from bot.config import AgentsConfig, Settings
-from bot.services.chat import ChatService
+from bot.services.chat import ChatService, StreamSettings
 from bot.services.feedback import FeedbackService
 from bot.streaming.clock import Clock, MonotonicClock
 from bot.streaming.scheduler import FloodLimits, FloodScheduler
@@ -53,6 +53,7 @@ class Relaygram:
         )
 
     async def aclose(self) -> None:
+        await self.sender.flood.aclose()
         await self.bot.session.close()
         if self._owns_http:
             await self.http.aclose()
@@ -106,13 +107,15 @@ async def create_app(
     agents = AgentDirectory(agents_config, http)
 
     clock = clock or MonotonicClock()
-    sender = ChatSender(bot, FloodScheduler(clock, flood_limits), clock)
+    limits = flood_limits or FloodLimits(bot_per_second=settings.bot_requests_per_second)
+    sender = ChatSender(bot, FloodScheduler(clock, limits), clock)
     chat_service = ChatService(
         agents=agents,
         storage=storage,
         sender=sender,
         clock=clock,
         replica=replica_name(settings),
+        stream_settings=StreamSettings(mode=settings.stream_mode),
     )
     feedback_service = FeedbackService(agents=agents, storage=storage, sender=sender)
 

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -45,6 +46,11 @@ class Settings(BaseSettings):
     agents_file: Path = Path("agents.toml")
     operators: Annotated[frozenset[int], NoDecode] = frozenset()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # How answers grow: drafts in private chats where the Bot API server takes them (auto),
+    # always try drafts (draft), or always send + edit (edit).
+    stream_mode: Literal["auto", "draft", "edit"] = "auto"
+    # The bot-wide Telegram budget, shared by every process of the bot through Redis.
+    bot_requests_per_second: float = Field(default=30.0, gt=0, le=1000)
 
     # Planned production settings (DESIGN.md §2); accepted now so deployments can set them.
     webhook_url: str | None = None
@@ -71,10 +77,12 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "stream_mode", mode="before")
     @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
+    def _normalise_case(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
 
     def require_bot_token(self) -> SecretStr:
         if self.bot_token is None or not self.bot_token.get_secret_value().strip():

@@ -18,6 +18,10 @@ class FeedbackCallback(CallbackData, prefix="rg1fb"):
     rating: Rating
 
 
+class StopCallback(CallbackData, prefix="rg1st"):
+    """⏹ under an answer that is still being written (send + edit mode)."""
+
+
 class SuggestionCallback(CallbackData, prefix="rg1sq"):
     # The question itself lives in the answer record: callback data is limited to 64 bytes.
     index: int
@@ -50,6 +54,14 @@ def answer_keyboard(
             ]
         )
     return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
+
+
+def stop_keyboard() -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [InlineKeyboardButton(text=texts.STOP_BUTTON, callback_data=StopCallback().pack())]
+        ]
+    )
 
 
 def _shorten(text: str) -> str:

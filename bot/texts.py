@@ -31,6 +31,10 @@ COMMAND_DESCRIPTIONS = {
 
 RESET_DONE = "🧹 Done — your next message starts a new conversation with {agent}."
 NOTHING_TO_STOP = "There is no answer being written right now."
+STOP_BUTTON = "⏹ Stop"
+STOPPING = "Stopping…"
+STOP_NOT_ALLOWED = "Only the person who asked can stop this answer."
+MENTION_ONLY = "Yes? Write your question after the mention, or reply to one of my messages."
 TEXT_ONLY = "I can read text messages only for now — please send your question as text."
 CONVERSATION_RESTARTED = (
     "ℹ️ {agent} no longer knows our earlier conversation, so I started a new one."

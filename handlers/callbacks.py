@@ -8,8 +8,8 @@ from aiogram import Bot, Router
 from aiogram.types import CallbackQuery, Message
 
 from bot import texts
-from bot.keyboards import FeedbackCallback, SuggestionCallback
-from bot.services.chat import ChatService
+from bot.keyboards import FeedbackCallback, StopCallback, SuggestionCallback
+from bot.services.chat import ChatService, StopOutcome
 from bot.services.feedback import FeedbackService
 from handlers.scope import is_private, scope_of
 
@@ -20,6 +20,7 @@ def create_router() -> Router:
     router = Router(name="callbacks")
     router.callback_query.register(rate, FeedbackCallback.filter())
     router.callback_query.register(ask_suggestion, SuggestionCallback.filter())
+    router.callback_query.register(stop_answer, StopCallback.filter())
     router.callback_query.register(unknown_button)
     return router
 
@@ -64,6 +65,21 @@ async def ask_suggestion(
         return
     await query.answer()  # at once: the answer itself can take a while
     await chat_service.ask_suggested(scope, question, query.from_user.id, is_private(query.message))
+
+
+_STOP_NOTICES = {
+    StopOutcome.STOPPED: texts.STOPPING,
+    StopOutcome.NOTHING_RUNNING: texts.NOTHING_TO_STOP,
+    StopOutcome.NOT_ALLOWED: texts.STOP_NOT_ALLOWED,
+}
+
+
+async def stop_answer(query: CallbackQuery, bot: Bot, chat_service: ChatService) -> None:
+    if not isinstance(query.message, Message):
+        await query.answer(texts.BUTTON_EXPIRED)
+        return
+    outcome = await chat_service.stop(scope_of(query.message, bot.id), query.from_user.id)
+    await query.answer(_STOP_NOTICES[outcome])
 
 
 async def unknown_button(query: CallbackQuery) -> None:

@@ -7,14 +7,14 @@ from aiogram.filters import Command, CommandStart
 from aiogram.types import Message
 
 from bot import texts
-from bot.services.chat import ChatService
+from bot.services.chat import ChatService, StopOutcome
 from bot.streaming.sender import ChatSender
 from handlers.scope import scope_of, target_of
 
 
 def create_router() -> Router:
     router = Router(name="commands")
-    router.message.filter(F.chat.type == "private")
+    router.message.filter(F.chat.type.in_({"private", "group", "supergroup"}))
     router.message.register(start, CommandStart())
     router.message.register(help_, Command("help"))
     router.message.register(reset, Command("reset", "new"))
@@ -38,5 +38,6 @@ async def reset(message: Message, bot: Bot, chat_service: ChatService, sender: C
 
 
 async def stop(message: Message, bot: Bot, chat_service: ChatService, sender: ChatSender) -> None:
-    if not await chat_service.stop(scope_of(message, bot.id)):
+    outcome = await chat_service.stop(scope_of(message, bot.id))
+    if outcome is StopOutcome.NOTHING_RUNNING:
         await sender.say(target_of(message), texts.NOTHING_TO_STOP)

@@ -10,6 +10,7 @@ from aiogram.types import Message
 from bot import texts
 from bot.services.chat import ChatService, Incoming
 from bot.streaming.sender import ChatSender
+from handlers.filters import AddressedToBot
 from handlers.scope import is_private, scope_of, target_of
 
 logger = logging.getLogger("relaygram.handlers")
@@ -17,20 +18,24 @@ logger = logging.getLogger("relaygram.handlers")
 
 def create_router() -> Router:
     router = Router(name="messages")
-    router.message.filter(F.chat.type == "private")
-    router.message.register(text_message, F.text)
+    router.message.filter(F.chat.type.in_({"private", "group", "supergroup"}), AddressedToBot())
+    router.message.register(text_message, F.text, F.from_user)
     router.message.register(other_message)
     return router
 
 
-async def text_message(message: Message, bot: Bot, chat_service: ChatService) -> None:
-    assert message.text is not None  # guaranteed by the F.text filter
-    assert message.from_user is not None  # a private chat's messages always have a sender
+async def text_message(
+    message: Message, question: str, bot: Bot, chat_service: ChatService, sender: ChatSender
+) -> None:
+    assert message.from_user is not None  # guaranteed by the F.from_user filter
+    if not question.strip():  # only the @mention: nothing to ask
+        await sender.say(target_of(message), texts.MENTION_ONLY)
+        return
     await chat_service.ask(
         Incoming(
             scope=scope_of(message, bot.id),
             user_id=message.from_user.id,
-            text=message.text,
+            text=question,
             private=is_private(message),
             message_id=message.message_id,
         )

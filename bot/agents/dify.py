@@ -1,68 +1,28 @@
 """Dify Service API (`https://<dify>/v1`): chat, agent-chat and chatflow apps (SPEC.md §C.3-C.7).
 
-Wire facts this adapter relies on (verified against a live Dify 0.15.3, see the transcripts):
-- `POST /chat-messages` streams `data: {json}` events with no `event:` line, except
-  `event: ping` about every 10 s. Headers arrive only with the first event.
-- Every event carries `conversation_id` and `message_id`; all but `error` carry `task_id`.
-- Text comes as `message` (chat, chatflow) or `agent_message` (agent-chat). A normal end,
-  including after a stop, is `message_end`; a failure is one `error` event and no end.
-- Dify 0.15.3 puts a model's reasoning into the answer as a leading HTML `<details>` block.
+The app API key authenticates, and every call names the end user (`user`), to whom Dify scopes
+conversations, stops and feedback. Streaming, error mapping and reasoning splitting are shared
+with the console adapter in `dify_stream.py`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import AsyncGenerator, Mapping
-from contextlib import aclosing
-from dataclasses import dataclass
-from enum import Enum
-from typing import Any, Final
+from collections.abc import AsyncGenerator
+from typing import Any
 from urllib.parse import quote
 
 import httpx
-from httpx_sse import ServerSentEvent
 
-from bot.agents.base import (
-    AgentBadRequest,
-    AgentError,
-    AgentEvent,
-    AgentProtocolError,
-    AgentQuotaExceeded,
-    AgentRateLimited,
-    AgentRequest,
-    AgentStreamCut,
-    AgentUpstreamError,
-    AnswerRef,
-    ConversationNotFound,
-    Failed,
-    Finished,
-    FinishReason,
-    Rating,
-    ReasoningDelta,
-    Source,
-    Sources,
-    Started,
-    TextDelta,
-    TextReplace,
-    Usage,
+from bot.agents.base import AgentEvent, AgentRequest, AnswerRef, Rating
+from bot.agents.dify_stream import (
+    DifyWire,
+    ThinkingSplitter,
+    map_http_error,
+    map_stream_error,
+    sources_from_resources,
 )
-from bot.agents.http import (
-    EXCERPT_CHARS,
-    Reply,
-    error_for_status,
-    excerpt,
-    fetch,
-    is_event_stream,
-    iter_sse,
-    make_timeout,
-    merge_headers,
-    open_stream,
-    parse_json,
-    parse_retry_after,
-    read_body,
-    redact,
-)
+from bot.agents.http import make_timeout, merge_headers
 from bot.config import DifyAgentConfig
 
 logger = logging.getLogger("relaygram.agents.dify")
@@ -86,85 +46,57 @@ class DifyClient:
         self.name = config.name
         self.title = config.title or config.name
         self._config = config
-        self._http = http
-        self._base = config.base_url.rstrip("/")
-        self._timeouts = make_timeout(config)
-        self._headers = merge_headers(
-            {"Authorization": f"Bearer {config.api_key.get_secret_value()}"}, config.headers
+        self._wire = DifyWire(
+            http,
+            base_url=config.base_url,
+            headers=merge_headers(
+                {"Authorization": f"Bearer {config.api_key.get_secret_value()}"}, config.headers
+            ),
+            timeouts=make_timeout(config),
+            secrets=tuple(config.secrets()),
+            logger=logger,
+            label=f"dify agent {config.name}",
         )
-        self._secrets = tuple(config.secrets())
 
     # --- AgentClient -----------------------------------------------------------------------------
 
-    async def stream(self, request: AgentRequest) -> AsyncGenerator[AgentEvent, None]:
-        state = _StreamState(self._secrets)
-        try:
-            async with open_stream(
-                self._http,
-                "POST",
-                f"{self._base}/chat-messages",
-                timeouts=self._timeouts,
-                headers={**self._headers, "Accept": "text/event-stream"},
-                json=self._chat_body(request),
-                secrets=self._secrets,
-            ) as response:
-                if response.status_code != 200 or not is_event_stream(response):
-                    raise await self._error_from(response)
-                async with aclosing(self._events(response, state)) as events:
-                    async for event in events:
-                        yield event
-                if state.done:
-                    return
-            # EOF without message_end or error: e.g. Olares' gateway cuts every stream at 30 s.
-            raise AgentStreamCut("the stream ended without message_end")
-        except AgentError as exc:
-            self._log_failure("chat-messages", exc)
-            for event in state.fail(exc):
-                yield event
+    def stream(self, request: AgentRequest) -> AsyncGenerator[AgentEvent, None]:
+        return self._wire.stream("/chat-messages", self._chat_body(request))
 
     async def check(self) -> str:
-        reply = await self._fetch("GET", "/info")
+        reply = await self._wire.fetch("GET", "/info")
         if reply.status == 404:  # /info is newer than /parameters; old servers lack it
-            reply = await self._fetch("GET", "/parameters")
-            self._raise_for(reply, "parameters")
+            reply = await self._wire.fetch("GET", "/parameters")
+            self._wire.raise_for(reply, "parameters")
             return "Dify app (reachable, no /info endpoint)"
-        self._raise_for(reply, "info")
-        info = reply.json()
-        name = info.get("name") if isinstance(info, dict) else None
+        name = self._wire.json_object(reply, "info").get("name")
         return f"Dify app {name!r}" if isinstance(name, str) and name else "Dify app"
 
     # --- capabilities ----------------------------------------------------------------------------
 
     async def stop(self, task_id: str, user: str) -> None:
         # Dify answers success even when nothing stopped (unknown task, other user): C.7.
-        reply = await self._fetch(
+        reply = await self._wire.fetch(
             "POST", f"/chat-messages/{quote(task_id, safe='')}/stop", json={"user": user}
         )
-        self._raise_for(reply, "stop")
+        self._wire.raise_for(reply, "stop")
 
     async def feedback(self, answer: AnswerRef, rating: Rating | None) -> None:
         body = {"rating": rating.value if rating else None, "user": answer.user}
-        reply = await self._fetch(
+        reply = await self._wire.fetch(
             "POST", f"/messages/{quote(answer.message_id, safe='')}/feedbacks", json=body
         )
-        self._raise_for(reply, "feedback")
+        self._wire.raise_for(reply, "feedback")
 
     async def suggestions(self, answer: AnswerRef) -> list[str]:
         if not self._config.suggestions:
             return []
-        reply = await self._fetch(
+        reply = await self._wire.fetch(
             "GET",
             f"/messages/{quote(answer.message_id, safe='')}/suggested",
             params={"user": answer.user},
         )
-        if _suggestions_disabled(reply):
-            return []
-        self._raise_for(reply, "suggested")
-        body = reply.json()
-        data = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(data, list):
-            raise self._protocol_error("suggested", "no data list", reply.body)
-        return [item for item in data if isinstance(item, str) and item.strip()]
+        return self._wire.suggestions(reply, "suggested")
 
     # --- internals -------------------------------------------------------------------------------
 
@@ -180,505 +112,3 @@ class DifyClient:
         if request.parent_message_id:
             body["parent_message_id"] = request.parent_message_id
         return body
-
-    async def _events(
-        self, response: httpx.Response, state: _StreamState
-    ) -> AsyncGenerator[AgentEvent, None]:
-        async for sse in iter_sse(response):
-            obj = self._decode(sse)
-            if obj is None:
-                continue
-            for event in state.handle(obj):
-                if isinstance(event, Finished):
-                    logger.debug(
-                        "dify agent %s: answer %s finished (%s), usage %s",
-                        self.name,
-                        event.message_id,
-                        event.finish_reason,
-                        event.usage,
-                    )
-                yield event
-            if state.done:
-                return
-
-    def _decode(self, sse: ServerSentEvent) -> dict[str, Any] | None:
-        """The JSON object of one SSE event; None for pings and data-less events."""
-        if sse.event == "ping" or not sse.data.strip():
-            return None
-        obj = parse_json(sse.data)
-        if not isinstance(obj, dict) or not isinstance(obj.get("event"), str):
-            raise self._protocol_error("chat-messages", "unreadable event", sse.data)
-        return obj
-
-    async def _fetch(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, str] | None = None,
-    ) -> Reply:
-        try:
-            return await fetch(
-                self._http,
-                method,
-                f"{self._base}{path}",
-                timeouts=self._timeouts,
-                headers=self._headers,
-                json=json,
-                params=params,
-                secrets=self._secrets,
-            )
-        except AgentError as exc:
-            self._log_failure(path.rsplit("/", 1)[-1], exc)
-            raise
-
-    def _raise_for(self, reply: Reply, what: str) -> None:
-        if reply.ok:
-            return
-        error = self._http_error(reply.status, reply.headers, reply.body)
-        self._log_failure(what, error)
-        raise error
-
-    async def _error_from(self, response: httpx.Response) -> AgentError:
-        body = await read_body(response)
-        if response.status_code == 200:
-            # A blocking answer or an HTML page where an event stream was asked for.
-            content_type = response.headers.get("content-type", "(none)")
-            return self._protocol_error(
-                "chat-messages", f"expected an event stream, got {content_type}", body
-            )
-        return self._http_error(response.status_code, response.headers, body)
-
-    def _http_error(self, status: int, headers: httpx.Headers, body: bytes) -> AgentError:
-        code, message = _error_fields(body)
-        if message is None:
-            message = excerpt(body) or f"HTTP {status}"
-        return map_http_error(
-            status,
-            code,
-            redact(message, self._secrets),
-            retry_after=parse_retry_after(headers),
-        )
-
-    def _protocol_error(self, what: str, problem: str, data: bytes | str) -> AgentProtocolError:
-        sample = redact(excerpt(data, EXCERPT_CHARS), self._secrets)
-        logger.warning("dify agent %s: %s: %s: %r", self.name, what, problem, sample)
-        return AgentProtocolError(f"{problem}: {sample}")
-
-    def _log_failure(self, what: str, error: AgentError) -> None:
-        # str(error) carries kind, status, code and the platform's (redacted) message only.
-        # An expired conversation is routine (the bot starts a new one), not a warning.
-        level = logging.INFO if isinstance(error, ConversationNotFound) else logging.WARNING
-        logger.log(
-            level,
-            "dify agent %s: %s failed: status=%s code=%s: %s",
-            self.name,
-            what,
-            error.status,
-            error.code,
-            error,
-        )
-
-
-def _suggestions_disabled(reply: Reply) -> bool:
-    """The app has follow-up suggestions off: an empty list, not an error (C.7)."""
-    code, message = _error_fields(reply.body)
-    if reply.status == 400 and message and "suggested questions is disabled" in message.lower():
-        return True
-    return reply.status == 403 and code == "app_suggested_questions_after_answer_disabled"
-
-
-def _error_fields(body: bytes) -> tuple[str | None, str | None]:
-    """`code` and `message` of a Dify error body `{code, message, status}`, when it is one."""
-    obj = parse_json(body)
-    if not isinstance(obj, dict):
-        return None, None
-    code, message = obj.get("code"), obj.get("message")
-    return (
-        code if isinstance(code, str) else None,
-        message if isinstance(message, str) else None,
-    )
-
-
-# --- error mapping -------------------------------------------------------------------------------
-
-# Dify error codes that mean the app itself is misconfigured, not that a call failed.
-_CONFIG_CODES: Final = frozenset(
-    {"provider_not_initialize", "model_currently_not_support", "app_unavailable", "not_chat_app"}
-)
-_QUOTA_CODES: Final = frozenset({"provider_quota_exceeded", "quota_exceeded"})
-_RATE_CODES: Final = frozenset({"rate_limit_error", "too_many_requests"})
-# Provider messages wrapped into completion_request_error, e.g. "[openai] Rate Limit Error,
-# Error code: 429 - ..." or OpenAI's "You exceeded your current quota" (also a 429).
-_QUOTA_WORDING: Final = re.compile(r"insufficient_quota|exceeded your current quota", re.I)
-_RATE_WORDING: Final = re.compile(
-    r"rate[ _-]?limit|too many requests|error code: 429|status code 429", re.I
-)
-
-
-def map_http_error(
-    status: int, code: str | None, message: str, *, retry_after: float | None = None
-) -> AgentError:
-    """A Dify error answered before the stream: status plus `{code, message}`.
-
-    | status / code                                     | error                |
-    |---------------------------------------------------|----------------------|
-    | 401, 403                                          | AgentAuthError       |
-    | 402, `provider_quota_exceeded`, quota wording     | AgentQuotaExceeded   |
-    | 404 "Conversation Not Exists."                    | ConversationNotFound |
-    | 400 `conversation_completed`                      | ConversationNotFound |
-    | 404 otherwise ("Message Not Exists.", app)        | AgentNotFound        |
-    | 429, rate-limit codes or wording                  | AgentRateLimited     |
-    | 400 `completion_request_error`                    | AgentUpstreamError   |
-    | other 4xx (`invalid_param`, `not_chat_app`, ...)  | AgentBadRequest      |
-    | 5xx                                               | AgentUnavailable     |
-    """
-    # Unknown, deleted and foreign conversations all give this 404 (C.7); an ended one is
-    # "The conversation has ended. Please start a new conversation.": both mean start anew.
-    if status == 404 and "conversation not exists" in message.lower():
-        return ConversationNotFound(message, status=status, code=code)
-    if code == "conversation_completed":
-        return ConversationNotFound(message, status=status, code=code)
-    if status in (401, 402, 403, 404) or status >= 500:
-        return error_for_status(status, message, code=code, retry_after=retry_after)
-    refined = _refine_by_code(status, code, message, retry_after)
-    if refined is not None:
-        return refined
-    if code == "completion_request_error":  # the model provider failed (blocking path, 34)
-        return AgentUpstreamError(message, status=status, code=code)
-    return error_for_status(status, message, code=code, retry_after=retry_after)
-
-
-def map_stream_error(code: str | None, status: int | None, message: str) -> AgentError:
-    """A Dify `error` event after the stream began (provider failure, quota, workflow failure).
-
-    | code / wording                                           | error              |
-    |----------------------------------------------------------|--------------------|
-    | `provider_quota_exceeded`, quota wording                 | AgentQuotaExceeded |
-    | status 429, `rate_limit_error`, rate-limit wording       | AgentRateLimited   |
-    | `provider_not_initialize`, `model_currently_not_support` | AgentBadRequest    |
-    | `completion_request_error`, `internal_server_error`, any | AgentUpstreamError |
-    """
-    refined = _refine_by_code(status, code, message, None)
-    if refined is not None:
-        return refined
-    if code in _CONFIG_CODES:
-        return AgentBadRequest(message, status=status, code=code)
-    return AgentUpstreamError(message, status=status, code=code)
-
-
-def _refine_by_code(
-    status: int | None, code: str | None, message: str, retry_after: float | None
-) -> AgentError | None:
-    if code in _QUOTA_CODES or _QUOTA_WORDING.search(message):
-        return AgentQuotaExceeded(message, status=status, code=code)
-    if status == 429 or code in _RATE_CODES or _RATE_WORDING.search(message):
-        return AgentRateLimited(message, status=status, code=code, retry_after=retry_after)
-    return None
-
-
-# --- the stream state machine --------------------------------------------------------------------
-
-
-class _StreamState:
-    """Turns Dify's event objects into AgentEvents, keeping the stream contract of base.py."""
-
-    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
-        self.done = False
-        self._secrets = secrets  # error events quote provider messages, which may quote keys
-        self._started = False
-        self._thinking = ThinkingSplitter()
-        self._stopped = False  # a chatflow reported workflow_finished with status "stopped"
-
-    def handle(self, obj: dict[str, Any]) -> list[AgentEvent]:
-        events: list[AgentEvent] = []
-        if not self._started:
-            started = _started_from(obj)
-            if started is not None:
-                self._started = True
-                events.append(started)
-        kind = obj["event"]
-        if kind in ("message", "agent_message"):
-            events.extend(self._thinking.feed(_text_field(obj, "answer")))
-        elif kind == "message_replace":
-            events.append(TextReplace(self._thinking.replace(_text_field(obj, "answer"))))
-        elif kind == "message_end":
-            events.extend(self._end(obj))
-        elif kind == "error":
-            events.extend(self.fail(_stream_error(obj, self._secrets)))
-        elif kind == "workflow_finished":
-            data = obj.get("data")
-            self._stopped = isinstance(data, dict) and data.get("status") == "stopped"
-        # Everything else carries no answer text: agent_thought (tool calls), message_file,
-        # tts_message*, workflow/node/iteration/loop events, and whatever newer versions add.
-        return events
-
-    def fail(self, error: AgentError) -> list[AgentEvent]:
-        """Flush text held back by the reasoning splitter, then fail: the partial text stays."""
-        if self.done:
-            return []
-        self.done = True
-        return [*self._thinking.flush(), Failed(error)]
-
-    def _end(self, obj: dict[str, Any]) -> list[AgentEvent]:
-        self.done = True
-        events: list[AgentEvent] = list(self._thinking.flush())
-        metadata = obj.get("metadata")
-        metadata = metadata if isinstance(metadata, dict) else {}
-        sources = sources_from_resources(metadata.get("retriever_resources"))
-        if sources:
-            events.append(Sources(sources))
-        events.append(
-            Finished(
-                message_id=_id(obj.get("message_id")) or _id(obj.get("id")),
-                conversation=_id(obj.get("conversation_id")),
-                finish_reason=FinishReason.STOPPED if self._stopped else FinishReason.STOP,
-                usage=_usage(metadata.get("usage")),
-            )
-        )
-        return events
-
-
-def _started_from(obj: Mapping[str, Any]) -> Started | None:
-    task_id = _id(obj.get("task_id"))
-    message_id = _id(obj.get("message_id"))
-    conversation = _id(obj.get("conversation_id"))
-    if task_id is None and message_id is None and conversation is None:
-        return None
-    return Started(task_id=task_id, message_id=message_id, conversation=conversation)
-
-
-def _id(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _text_field(obj: Mapping[str, Any], key: str) -> str:
-    value = obj.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise AgentProtocolError(f"{obj.get('event')}.{key} is {type(value).__name__}, not text")
-    return value
-
-
-def _stream_error(obj: Mapping[str, Any], secrets: tuple[str, ...]) -> AgentError:
-    code = obj.get("code")
-    status = obj.get("status")
-    message = obj.get("message")
-    return map_stream_error(
-        code if isinstance(code, str) else None,
-        status if isinstance(status, int) else None,
-        redact(message, secrets) if isinstance(message, str) and message else "error event",
-    )
-
-
-def _usage(value: object) -> Usage | None:
-    if not isinstance(value, dict):
-        return None
-
-    def count(key: str) -> int | None:
-        number = value.get(key)
-        return number if isinstance(number, int) and not isinstance(number, bool) else None
-
-    return Usage(
-        prompt_tokens=count("prompt_tokens"),
-        completion_tokens=count("completion_tokens"),
-        total_tokens=count("total_tokens"),
-    )
-
-
-# --- citations -----------------------------------------------------------------------------------
-
-# Keys under which a resource may carry a link: none in 0.15.3, but website-crawl datasets and
-# 1.x `doc_metadata` can carry one, and a link is worth showing when present.
-_URL_KEYS: Final = ("url", "source_url", "document_url", "link", "source")
-
-
-def sources_from_resources(resources: object) -> tuple[Source, ...]:
-    """`metadata.retriever_resources` as sources: ordered by position, one per document."""
-    if not isinstance(resources, list):
-        return ()
-    items = [r for r in resources if isinstance(r, dict)]
-    # Stable sort: resources without a position keep their place after the numbered ones.
-    items.sort(key=_position)
-    seen: set[str] = set()
-    sources: list[Source] = []
-    for item in items:
-        title = _text(item.get("document_name")) or _text(item.get("dataset_name"))
-        if title is None:
-            continue
-        key = _text(item.get("document_id")) or f"{_text(item.get('dataset_id'))}/{title}"
-        if key in seen:
-            continue
-        seen.add(key)
-        sources.append(Source(title=title, url=_resource_url(item)))
-    return tuple(sources)
-
-
-def _position(item: Mapping[str, Any]) -> float:
-    position = item.get("position")
-    if isinstance(position, int | float) and not isinstance(position, bool):
-        return float(position)
-    return float("inf")
-
-
-def _text(value: object) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
-
-
-def _resource_url(item: Mapping[str, Any]) -> str | None:
-    metadata = item.get("doc_metadata")
-    for holder in (item, metadata if isinstance(metadata, dict) else {}):
-        for key in _URL_KEYS:
-            value = holder.get(key)
-            if isinstance(value, str) and value.startswith(("https://", "http://")):
-                return value
-    return None
-
-
-# --- reasoning -----------------------------------------------------------------------------------
-
-_DETAILS_OPEN: Final = "<details"
-_SUMMARY_OPEN: Final = "<summary>"
-_SUMMARY_CLOSE: Final = "</summary>"
-_THINK_OPEN: Final = "<think>"
-# A real opening is ~110 characters; anything longer that still is not one is ordinary text.
-_MAX_OPENING: Final = 512
-
-
-@dataclass(frozen=True, slots=True)
-class _Opening:
-    end: int  # index just after the opening in the buffer
-    closing: str
-
-
-class _Undecided(Enum):
-    PENDING = "pending"  # the text so far may still become an opening
-
-
-_PENDING: Final = _Undecided.PENDING
-
-
-class ThinkingSplitter:
-    """Separates a leading reasoning block from answer text, across arbitrary chunk splits.
-
-    Dify 0.15.3 wraps a model's `reasoning_content` into the answer as
-    `<details style="..." open> <summary> Thinking... </summary>REASONING</details>ANSWER`
-    (`_wrap_thinking_by_reasoning_content`); models that think inline write `<think>...</think>`.
-    Only a block at the very start of the answer counts. Text is held back only while it can
-    still be the start of such a block or of its closing tag, so ordinary text flows at once.
-    """
-
-    def __init__(self) -> None:
-        self._state = "start"  # start -> reasoning -> answer, or start -> answer
-        self._held = ""
-        self._closing = ""
-        self._strip_leading = False  # drop the blank lines between the block and the answer
-
-    def feed(self, chunk: str) -> list[TextDelta | ReasoningDelta]:
-        if not chunk:
-            return []
-        if self._state == "answer":
-            return self._answer(chunk)
-        data = self._held + chunk
-        self._held = ""
-        if self._state == "start":
-            return self._start(data)
-        return self._reasoning(data)
-
-    def flush(self) -> list[TextDelta | ReasoningDelta]:
-        """Release what is held back (the stream ended)."""
-        held, self._held = self._held, ""
-        if not held:
-            return []
-        if self._state == "reasoning":
-            return [ReasoningDelta(held)]
-        self._state = "answer"
-        return [TextDelta(held)]
-
-    def replace(self, text: str) -> str:
-        """The answer part of a full replacement text (Dify's output moderation)."""
-        fresh = ThinkingSplitter()
-        parts = [*fresh.feed(text), *fresh.flush()]
-        self._state, self._held = "answer", ""
-        return "".join(p.text for p in parts if isinstance(p, TextDelta))
-
-    def _start(self, data: str) -> list[TextDelta | ReasoningDelta]:
-        opening = _match_opening(data)
-        if opening is _PENDING:
-            self._held = data
-            return []
-        if opening is None:
-            self._state = "answer"
-            return [TextDelta(data)]
-        self._state, self._closing = "reasoning", opening.closing
-        return self._reasoning(data[opening.end :])
-
-    def _reasoning(self, data: str) -> list[TextDelta | ReasoningDelta]:
-        index = data.find(self._closing)
-        if index < 0:
-            keep = _partial_suffix(data, self._closing)
-            self._held = data[len(data) - keep :] if keep else ""
-            visible = data[: len(data) - keep]
-            return [ReasoningDelta(visible)] if visible else []
-        events: list[TextDelta | ReasoningDelta] = []
-        if index:
-            events.append(ReasoningDelta(data[:index]))
-        self._state, self._strip_leading = "answer", True
-        events.extend(self._answer(data[index + len(self._closing) :]))
-        return events
-
-    def _answer(self, text: str) -> list[TextDelta | ReasoningDelta]:
-        if self._strip_leading:
-            text = text.lstrip()
-            if not text:
-                return []
-            self._strip_leading = False
-        return [TextDelta(text)] if text else []
-
-
-def _partial_suffix(data: str, tag: str) -> int:
-    """Length of the longest end of `data` that is a proper beginning of `tag`."""
-    for size in range(min(len(tag) - 1, len(data)), 0, -1):
-        if data.endswith(tag[:size]):
-            return size
-    return 0
-
-
-def _match_opening(data: str) -> _Opening | _Undecided | None:
-    """A complete opening at the start of `data`, `_PENDING` if it may still become one, or None."""
-    if data.startswith(_THINK_OPEN):
-        return _Opening(len(_THINK_OPEN), "</think>")
-    result = _match_details(data[:_MAX_OPENING])
-    if result is _PENDING and len(data) >= _MAX_OPENING:
-        return None
-    return result
-
-
-def _match_details(data: str) -> _Opening | _Undecided | None:
-    """`<details ...>` + spaces + `<summary>Thinking...</summary>`, matched incrementally."""
-    if not data.startswith(_DETAILS_OPEN):
-        prefix = _DETAILS_OPEN.startswith(data) or _THINK_OPEN.startswith(data)
-        return _PENDING if prefix else None
-    rest = data[len(_DETAILS_OPEN) :]
-    if not rest:
-        return _PENDING
-    if rest[0] not in " \t\r\n>":
-        return None  # <detailsfoo ...>
-    tag_end = rest.find(">")
-    if tag_end < 0:
-        return _PENDING
-    summary_start = len(_DETAILS_OPEN) + tag_end + 1
-    after = data[summary_start:]
-    stripped = after.lstrip()
-    summary_start += len(after) - len(stripped)
-    if not stripped.startswith(_SUMMARY_OPEN):
-        return _PENDING if _SUMMARY_OPEN.startswith(stripped) else None
-    summary_end = stripped.find(_SUMMARY_CLOSE)
-    if summary_end < 0:
-        return _PENDING
-    summary = stripped[len(_SUMMARY_OPEN) : summary_end].strip().lower()
-    if not summary.startswith("think"):  # a collapsible section of the answer, not reasoning
-        return None
-    return _Opening(summary_start + summary_end + len(_SUMMARY_CLOSE), "</details>")

@@ -10,6 +10,8 @@ import httpx
 
 from bot.agents.base import AgentClient
 from bot.agents.dify import DifyClient
+from bot.agents.openai import OpenAIClient
+from bot.agents.timeweb import TimewebClient
 from bot.config import AgentConfig, AgentsConfig, ConfigError
 
 AdapterFactory = Callable[[Any, httpx.AsyncClient], AgentClient]
@@ -17,6 +19,8 @@ AdapterFactory = Callable[[Any, httpx.AsyncClient], AgentClient]
 ADAPTERS: Mapping[str, AdapterFactory] = MappingProxyType(
     {
         "dify": DifyClient,
+        "timeweb": TimewebClient,
+        "openai": OpenAIClient,
     }
 )
 

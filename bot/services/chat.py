@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 
 from aiogram.types import InlineKeyboardMarkup, MessageEntity
 
@@ -27,6 +28,7 @@ from bot.agents.base import (
     AnswerRef,
     ConversationNotFound,
     FinishReason,
+    ReasoningDelta,
     Started,
     SupportsFeedback,
     SupportsStop,
@@ -35,17 +37,28 @@ from bot.agents.base import (
     TextReplace,
 )
 from bot.agents.registry import AgentDirectory
-from bot.keyboards import MAX_SUGGESTIONS, answer_keyboard
+from bot.keyboards import MAX_SUGGESTIONS, answer_keyboard, stop_keyboard
 from bot.services.lanes import Lanes
 from bot.streaming.clock import Clock
 from bot.streaming.render import RenderedText, plain, utf16_len
-from bot.streaming.reply import ReplyStream
+from bot.streaming.reply import DraftSupport, ReplyStream
 from bot.streaming.sender import ChatSender, Target
 from storage import AnswerRecord, ChatScope, RunningAnswer, Storage
 
 logger = logging.getLogger("relaygram.chat")
 
-ReplyFactory = Callable[[Target], ReplyStream]
+
+class StopOutcome(Enum):
+    STOPPED = "stopped"
+    NOTHING_RUNNING = "nothing_running"
+    NOT_ALLOWED = "not_allowed"  # someone else's answer
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """How answers are shown: drafts in private chats where possible (STREAM_MODE)."""
+
+    mode: str = "auto"  # "auto" | "draft" | "edit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +81,8 @@ class _Run:
     agent: str
     client: AgentClient
     end_user: str
+    user_id: int = 0  # who asked
+    draft_id: int | None = None
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     keep_conversation: bool = True  # False after /reset during the answer
     task_id: str | None = None
@@ -86,14 +101,15 @@ class ChatService:
         sender: ChatSender,
         clock: Clock,
         replica: str,
-        reply_factory: ReplyFactory | None = None,
+        stream_settings: StreamSettings | None = None,
     ) -> None:
         self._agents = agents
         self._storage = storage
         self._sender = sender
         self._clock = clock
         self._replica = replica
-        self._reply_factory = reply_factory or (lambda target: ReplyStream(sender, target, clock))
+        self._stream_settings = stream_settings or StreamSettings()
+        self._drafts = DraftSupport(enabled=self._stream_settings.mode != "edit")
         self._lanes = Lanes()
         self._runs: dict[str, _Run] = {}
 
@@ -112,20 +128,34 @@ class ChatService:
         async with self._lanes.hold(incoming.scope.key):
             await self._answer(incoming)
 
-    async def stop(self, scope: ChatScope) -> bool:
-        """Stop the answer running in this chat, here or on another replica."""
+    async def stop(self, scope: ChatScope, user_id: int | None = None) -> StopOutcome:
+        """Stop the answer running in this chat, here or on another replica.
+
+        With `user_id`, only that user's own answer is stopped (a ⏹ button in a group).
+        """
         run = self._runs.get(scope.key)
         if run is not None:
+            if user_id is not None and user_id != run.user_id:
+                return StopOutcome.NOT_ALLOWED
             run.stop_requested.set()
-            return True
+            return StopOutcome.STOPPED
         remote = await self._storage.runs.get(scope)
         if remote is None:
-            return False
+            return StopOutcome.NOTHING_RUNNING
+        if user_id is not None and user_id != remote.user_id:
+            return StopOutcome.NOT_ALLOWED
         client = self._agents.get(remote.agent)
         if remote.task_id and isinstance(client, SupportsStop):
             # The replica reading that stream finishes it when the platform ends it.
             await self._call_stop(client, remote.task_id, remote.end_user, remote.agent)
-        return True
+        return StopOutcome.STOPPED
+
+    async def stop_draft(self, scope: ChatScope, draft_id: int) -> StopOutcome:
+        """The user pressed the stop button of a draft (a `stopped_message_generation` update)."""
+        run = self._runs.get(scope.key)
+        if run is not None and run.draft_id not in (None, draft_id):
+            return StopOutcome.NOTHING_RUNNING  # a stale draft of an answer already finished
+        return await self.stop(scope)
 
     async def reset(self, scope: ChatScope) -> str:
         """Forget the conversation with this chat's agent; returns the agent's title."""
@@ -185,9 +215,12 @@ class ChatService:
         if client is None:  # the agents file no longer has this chat's agent
             await self._sender.notice(target, plain(texts.INTERNAL_ERROR))
             return
-        run = _Run(uuid.uuid4().hex, scope, agent, client, self._end_user(incoming))
+        run = _Run(
+            uuid.uuid4().hex, scope, agent, client, self._end_user(incoming), incoming.user_id
+        )
         self._runs[scope.key] = run
-        reply = self._reply_factory(target)
+        reply = self._new_reply(target, incoming.private)
+        run.draft_id = reply.draft_id
         reply.start()
         try:
             await self._storage.runs.start(
@@ -206,6 +239,18 @@ class ChatService:
             await reply.close()
             with contextlib.suppress(Exception):
                 await self._storage.runs.finish(scope, run.run_id)
+
+    def _new_reply(self, target: Target, private: bool) -> ReplyStream:
+        use_drafts = private and self._stream_settings.mode != "edit" and self._drafts.available
+        return ReplyStream(
+            self._sender,
+            target,
+            self._clock,
+            # A stable, non-zero id per answer: Telegram animates changes to the same draft.
+            draft_id=secrets.randbelow(2**31 - 1) + 1 if use_drafts else None,
+            drafts=self._drafts,
+            stop_markup=stop_keyboard(),
+        )
 
     async def _generate(self, run: _Run, incoming: Incoming, reply: ReplyStream) -> None:
         scope = run.scope
@@ -236,7 +281,10 @@ class ChatService:
         can_rate = isinstance(run.client, SupportsFeedback) and answer.message_id is not None
         markup = answer_keyboard(feedback=can_rate, suggestions=suggestions)
         message_ids = await reply.finish(
-            answer.text, self._footer(run, answer, stopped), _only_if(markup, answer)
+            answer.text,
+            self._footer(run, answer, stopped),
+            _only_if(markup, answer),
+            reasoning=answer.reasoning,
         )
         await self._remember(run, incoming, answer, message_ids, suggestions)
 
@@ -255,8 +303,8 @@ class ChatService:
             async with contextlib.aclosing(run.client.stream(request)) as events:
                 async for event in events:
                     answer.apply(event)
-                    if isinstance(event, TextDelta | TextReplace):
-                        reply.update(answer.text)
+                    if isinstance(event, TextDelta | TextReplace | ReasoningDelta):
+                        reply.update(answer.text, answer.reasoning)
                     elif isinstance(event, Started):
                         await self._on_started(run, event)
                     if reply.failure is not None:

@@ -126,6 +126,8 @@ class Paginator:
     """
 
     limit: int = TEXT_LIMIT
+    # Page 1 may have to leave room for something shown above the answer (the reasoning).
+    first_limit: int | None = None
     _sealed: list[_Page] = field(default_factory=list)
     _consumed: int = 0  # source offset where the open page starts
     _carry: str = ""  # reopened code fence the open page starts with
@@ -138,7 +140,7 @@ class Paginator:
         while True:
             body = self._carry + source[self._consumed :]
             rendered = render_markdown(body)
-            if fits(rendered, self.limit):
+            if fits(rendered, self._open_limit):
                 return [p.rendered for p in self._sealed] + ([rendered] if body.strip() else [])
             self._seal_one(source)
 
@@ -176,7 +178,13 @@ class Paginator:
         fence = _open_fence(source, cut)
         if fence is not None:
             page = page.rstrip("\n") + "\n" + fence[0]
-        return fits(render_markdown(page), self.limit)
+        return fits(render_markdown(page), self._open_limit)
+
+    @property
+    def _open_limit(self) -> int:
+        if not self._sealed and self.first_limit is not None:
+            return min(self.first_limit, self.limit)
+        return self.limit
 
 
 def _open_fence(source: str, position: int) -> tuple[str, str] | None:

@@ -1,10 +1,17 @@
-"""One answer as the user sees it: typing, then a message that grows in place, then the final state.
+"""One answer as the user sees it: a placeholder, then text that grows, then the final state.
 
-The text to show (`update`) is kept apart from the text shown (`_shown`). A single writer task
-closes the gap one Bot API call at a time, each paid from the chat's flood budget, and always
-with the newest text: updates that arrive while it waits are coalesced. `finish` hands over the
-final state (footer, buttons) and returns only when that state has landed, whatever 429s or
-network errors happen on the way.
+The text to show (`update`) is kept apart from the text shown. A single writer task closes the
+gap one Bot API call at a time, each granted by the flood scheduler, and always with the newest
+text: updates that arrive while it waits are coalesced. `finish` hands over the final state
+(footer, buttons) and returns only when that state has landed, whatever 429s or network errors
+happen on the way.
+
+Two ways to show a growing answer:
+- draft (private chats, Bot API 10.3): the open page is a `sendMessageDraft` preview with
+  Telegram's own stop button; every finished page, and the final one with its buttons, is
+  persisted with `sendMessage`. Drafts live 30 s, so an unchanged draft is refreshed.
+- edit (groups, and wherever drafts are unavailable): `sendMessage`, then `editMessageText`,
+  with an inline ⏹ button under the page that is still growing.
 """
 
 from __future__ import annotations
@@ -13,18 +20,37 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from enum import Enum
 
-from aiogram.exceptions import TelegramBadRequest
-from aiogram.types import InlineKeyboardMarkup
+from aiogram.exceptions import TelegramBadRequest, TelegramNotFound
+from aiogram.types import InlineKeyboardMarkup, MessageEntity
 
 from bot.streaming.clock import Clock
-from bot.streaming.render import Paginator, RenderedText, fits, plain
+from bot.streaming.render import TEXT_LIMIT, Paginator, RenderedText, fits, plain, utf16_len
 from bot.streaming.scheduler import Priority
 from bot.streaming.sender import ChatSender, DeliveryFailed, FloodWait, Target
 
 logger = logging.getLogger("relaygram.streaming")
 
 _SEPARATOR = plain("\n\n")
+REASONING_RESERVE = 1024  # UTF-16 units of page 1 kept for the collapsed reasoning block
+
+
+class Mode(Enum):
+    DRAFT = "draft"
+    EDIT = "edit"
+
+
+class DraftSupport:
+    """Whether this bot's Bot API server accepts drafts; learnt once, shared by all answers."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.available = enabled
+
+    def reject(self, reason: str) -> None:
+        if self.available:
+            logger.warning("the Bot API server rejects drafts (%s): using send + edit", reason)
+        self.available = False
 
 
 @dataclass(slots=True)
@@ -46,39 +72,71 @@ class _Final:
     markup: InlineKeyboardMarkup | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Step:
+    action: str  # "send" | "edit" | "delete" | "draft"
+    index: int
+    page: _Page | None = None
+
+
 class ReplyStream:
     TYPING_EVERY = 4.5  # Telegram shows "typing" for 5 s
+    DRAFT_REFRESH = 20.0  # drafts disappear after 30 s without an update
 
-    def __init__(self, sender: ChatSender, target: Target, clock: Clock) -> None:
+    def __init__(
+        self,
+        sender: ChatSender,
+        target: Target,
+        clock: Clock,
+        *,
+        draft_id: int | None = None,
+        drafts: DraftSupport | None = None,
+        stop_markup: InlineKeyboardMarkup | None = None,
+    ) -> None:
         self._sender = sender
         self._target = target
         self._clock = clock
+        self._drafts = drafts
+        self._draft_id = draft_id
+        self._mode = Mode.DRAFT if draft_id and drafts and drafts.available else Mode.EDIT
+        self._stop_markup = stop_markup
         self._paginator = Paginator()
         self._source = ""
+        self._reasoning = ""
         self._final: _Final | None = None
         self._shown: list[_Shown] = []
+        self._draft_shown: RenderedText | None = None
+        self._draft_at = 0.0
         self._plain_only = False  # Telegram refused our entities once: stop sending them
-        self._memo: tuple[str, _Final | None, bool, list[_Page]] | None = None
+        self._memo: tuple[object, ...] | None = None
+        self._memo_pages: list[_Page] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._typing: asyncio.Task[None] | None = None
         self.failure: DeliveryFailed | None = None
+        self.first_text_at: float | None = None
+
+    @property
+    def mode(self) -> Mode:
+        return self._mode
+
+    @property
+    def draft_id(self) -> int | None:
+        return self._draft_id if self._mode is Mode.DRAFT else None
 
     @property
     def message_ids(self) -> list[int]:
         return [shown.message_id for shown in self._shown]
 
-    @property
-    def has_text(self) -> bool:
-        return bool(self._shown)
-
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write(), name=f"reply:{self._target.chat_id}")
-        self._typing = asyncio.create_task(self._keep_typing(), name="typing")
+        if self._mode is Mode.EDIT:
+            self._typing = asyncio.create_task(self._keep_typing(), name="typing")
 
-    def update(self, source: str) -> None:
-        """The answer so far, as Markdown. Cheap: it only wakes the writer."""
+    def update(self, source: str, reasoning: str = "") -> None:
+        """The answer so far, as Markdown, and the model's reasoning. Cheap: wakes the writer."""
         self._source = source
+        self._reasoning = reasoning
         self._wake.set()
 
     async def finish(
@@ -86,9 +144,12 @@ class ReplyStream:
         source: str,
         footer: RenderedText | None = None,
         markup: InlineKeyboardMarkup | None = None,
+        reasoning: str | None = None,
     ) -> list[int]:
         """Show the final state and wait until it has landed. Returns the message ids."""
         self._source = source
+        if reasoning is not None:
+            self._reasoning = reasoning
         self._final = _Final(footer, markup)
         self._wake.set()
         if self._writer is None:
@@ -111,47 +172,87 @@ class ReplyStream:
     # --- what should be on screen ----------------------------------------------------------------
 
     def _desired(self) -> list[_Page]:
+        key = (self._source, self._reasoning, self._final, self._plain_only)
         memo = self._memo
-        if (
-            memo
-            and memo[0] is self._source
-            and memo[1] is self._final
-            and memo[2] == self._plain_only
-        ):
-            return memo[3]
-        pages = self._render()
-        self._memo = (self._source, self._final, self._plain_only, pages)
-        return pages
+        if memo is not None and all(a is b for a, b in zip(memo, key, strict=True)):
+            return self._memo_pages
+        self._memo, self._memo_pages = key, self._render()
+        return self._memo_pages
 
     def _render(self) -> list[_Page]:
+        if self._reasoning:
+            self._paginator.first_limit = TEXT_LIMIT - REASONING_RESERVE
         contents = self._paginator.paginate(self._source)
+        if self._reasoning:
+            contents = self._with_reasoning(contents)
         final = self._final
-        markup = None
-        if final is not None:
-            markup = final.markup
-            if final.footer is not None:
-                if contents and fits(contents[-1] + _SEPARATOR + final.footer):
-                    contents[-1] = contents[-1] + _SEPARATOR + final.footer
-                else:
-                    contents.append(final.footer)
+        if final is not None and final.footer is not None:
+            if contents and fits(contents[-1] + _SEPARATOR + final.footer):
+                contents[-1] = contents[-1] + _SEPARATOR + final.footer
+            else:
+                contents.append(final.footer)
         if self._plain_only:
             contents = [plain(c.text) for c in contents]
         pages = [_Page(c, None) for c in contents]
         if pages:
-            pages[-1].markup = markup
+            if final is not None:
+                pages[-1].markup = final.markup
+            elif self._mode is Mode.EDIT:
+                pages[-1].markup = self._stop_markup
         return pages
+
+    def _with_reasoning(self, contents: list[RenderedText]) -> list[RenderedText]:
+        """Put the reasoning, collapsed, above the answer on page 1 (never part of the answer)."""
+        first = contents[0] if contents else plain("")
+        room = TEXT_LIMIT - first.size - (2 if first.text else 0)
+        block = _reasoning_block(self._reasoning, min(room, REASONING_RESERVE))
+        if block is None:
+            return contents
+        joined = block + _SEPARATOR + first if first.text else block
+        return [joined, *contents[1:]]
+
+    def _persisted(self, desired: list[_Page]) -> list[_Page]:
+        """The pages that are real messages: all in edit mode; in draft mode all but the last."""
+        if self._mode is Mode.EDIT or self._final is not None:
+            return desired
+        return desired[:-1]
+
+    def _draft(self, desired: list[_Page]) -> RenderedText | None:
+        if self._mode is not Mode.DRAFT or self._final is not None:
+            return None
+        # An empty draft shows Telegram's "Thinking…" placeholder until text arrives.
+        return desired[-1].content if desired else plain("")
+
+    def _next_step(self, desired: list[_Page]) -> _Step | None:
+        persisted = self._persisted(desired)
+        for index, page in enumerate(persisted):
+            if index >= len(self._shown):
+                return _Step("send", index, page)
+            shown = self._shown[index]
+            if shown.content != page.content or shown.markup != page.markup:
+                return _Step("edit", index, page)
+        if len(self._shown) > len(persisted) and (
+            self._final is not None or self._mode is Mode.EDIT
+        ):
+            return _Step("delete", len(self._shown) - 1)
+        draft = self._draft(desired)
+        if draft is not None:
+            stale = self._clock.now() - self._draft_at >= self.DRAFT_REFRESH
+            if draft != self._draft_shown or stale:
+                return _Step("draft", len(persisted), _Page(draft, None))
+        return None
 
     # --- the writer ------------------------------------------------------------------------------
 
     async def _write(self) -> None:
         try:
             while True:
-                if not self._pending():
+                if self._next_step(self._desired()) is None:
                     if self._final is not None:
                         return
                     self._wake.clear()
-                    if not self._pending():
-                        await self._wake.wait()
+                    if self._next_step(self._desired()) is None:
+                        await self._clock.wait(self._wake, self._idle_timeout())
                     continue
                 await self._sender.flood.turn(self._target.chat_id, self._priority)
                 try:
@@ -162,87 +263,91 @@ class ReplyStream:
             logger.warning("giving up on an answer in chat %s: %s", self._target.chat_id, exc)
             self.failure = exc
 
+    def _idle_timeout(self) -> float:
+        if self._mode is Mode.DRAFT and self._draft_shown is not None:
+            return max(0.0, self._draft_at + self.DRAFT_REFRESH - self._clock.now())
+        return 3600.0
+
     def _priority(self) -> Priority:
         # The first text and the final state are what the user waits for; the rest can lag.
-        if not self._shown or self._final is not None:
+        if self.first_text_at is None or self._final is not None:
             return Priority.URGENT
         return Priority.UPDATE
 
-    def _pending(self) -> bool:
-        return self._next_step(self._desired()) is not None
-
-    def _next_step(self, desired: list[_Page]) -> tuple[str, int] | None:
-        for index, page in enumerate(desired):
-            if index >= len(self._shown):
-                return ("send", index)
-            shown = self._shown[index]
-            if shown.content != page.content or shown.markup != page.markup:
-                return ("edit", index)
-        if len(self._shown) > len(desired):
-            return ("delete", len(self._shown) - 1)
-        return None
-
     async def _apply_next(self) -> None:
-        desired = self._desired()
-        step = self._next_step(desired)
+        step = self._next_step(self._desired())
         if step is None:
             return
-        action, index = step
-        if action == "delete":
+        if step.action == "delete":
             shown = self._shown.pop()
             with contextlib.suppress(TelegramBadRequest):
                 await self._sender.perform_delete(self._target.chat_id, shown.message_id)
             return
-        page = desired[index]
+        assert step.page is not None
         try:
-            await self._show(action, index, page)
-        except TelegramBadRequest as exc:
-            await self._recover(action, index, page, exc)
+            await self._show(step, step.page)
+        except (TelegramBadRequest, TelegramNotFound) as exc:
+            await self._recover(step, step.page, exc)
 
-    async def _show(self, action: str, index: int, page: _Page) -> None:
-        if action == "send":
+    async def _show(self, step: _Step, page: _Page) -> None:
+        if step.action == "draft":
+            assert self._draft_id is not None
+            await self._sender.perform_draft(self._target, self._draft_id, page.content)
+            self._draft_shown, self._draft_at = page.content, self._clock.now()
+        elif step.action == "send":
             target = (
-                self._target if index == 0 else Target(self._target.chat_id, self._target.thread_id)
+                self._target
+                if step.index == 0
+                else Target(self._target.chat_id, self._target.thread_id)
             )
             message_id = await self._sender.perform_send(target, page.content, page.markup)
             self._shown.append(_Shown(message_id, page.content, page.markup))
-            await self._stop_typing()
+            self._draft_shown = None  # Telegram clears drafts when a message is sent
         else:
-            shown = self._shown[index]
+            shown = self._shown[step.index]
             await self._sender.perform_edit(
                 self._target.chat_id, shown.message_id, page.content, page.markup
             )
             shown.content, shown.markup = page.content, page.markup
+        if page.content.text.strip() and self.first_text_at is None:
+            self.first_text_at = self._clock.now()
+        if self._shown or self._draft_shown is not None:
+            await self._stop_typing()
 
     async def _recover(
-        self, action: str, index: int, page: _Page, error: TelegramBadRequest
+        self, step: _Step, page: _Page, error: TelegramBadRequest | TelegramNotFound
     ) -> None:
-        """A 400 for our own output. Never lose the text: drop formatting, then re-send."""
+        """A 4xx for our own output. Never lose the text."""
+        chat_id = self._target.chat_id
+        if step.action == "draft":
+            # This Bot API server (or this chat) does not take drafts: show the answer by
+            # sending and editing messages instead, for this answer and from now on.
+            if self._drafts is not None:
+                self._drafts.reject(error.message)
+            self._mode = Mode.EDIT
+            self._memo = None
+            return
         if page.content.entities and not self._plain_only:
             logger.warning(
                 "Telegram rejected formatted text in chat %s (%s); continuing as plain text",
-                self._target.chat_id,
+                chat_id,
                 error.message,
             )
             self._plain_only = True
             return  # the next step re-renders every page without entities
-        if action == "edit":
+        if step.action == "edit":
             # The message is gone or cannot be edited any more: show the page as a new message.
             logger.warning(
-                "cannot edit message in chat %s (%s); sending the page again",
-                self._target.chat_id,
-                error.message,
+                "cannot edit message in chat %s (%s); sending anew", chat_id, error.message
             )
-            old = self._shown[index]
             message_id = await self._sender.perform_send(
-                Target(self._target.chat_id, self._target.thread_id), page.content, page.markup
+                Target(chat_id, self._target.thread_id), page.content, page.markup
             )
-            self._shown[index] = _Shown(message_id, page.content, page.markup)
-            del old
+            self._shown[step.index] = _Shown(message_id, page.content, page.markup)
             return
-        raise DeliveryFailed(f"chat {self._target.chat_id}: {error.message}") from None
+        raise DeliveryFailed(f"chat {chat_id}: {error.message}") from None
 
-    # --- typing indicator ---------------------------------------------------------------------
+    # --- typing indicator -------------------------------------------------------------------
 
     async def _keep_typing(self) -> None:
         """Show "typing…" until the first text is on screen."""
@@ -259,3 +364,20 @@ class ReplyStream:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _reasoning_block(reasoning: str, room: int) -> RenderedText | None:
+    """The reasoning as a collapsed (expandable) quote, its newest part when it is long."""
+    text = " ".join(reasoning.split())
+    if not text or room < 16:
+        return None
+    header = "💭 "
+    budget = room - utf16_len(header) - 1
+    if utf16_len(text) > budget:
+        tail = text[-budget:]
+        while utf16_len(tail) > budget - 1:
+            tail = tail[1:]
+        text = "…" + tail
+    body = header + text
+    entity = MessageEntity(type="expandable_blockquote", offset=0, length=utf16_len(body))
+    return RenderedText(body, (entity,))

@@ -139,6 +139,22 @@ class ChatSender:
 
         await self._once(chat_id, call)
 
+    async def perform_draft(self, target: Target, draft_id: int, content: RenderedText) -> None:
+        """Show (or replace) the answer's draft; empty text shows Telegram's placeholder."""
+
+        async def call() -> None:
+            await self.bot.send_message_draft(
+                chat_id=target.chat_id,
+                draft_id=draft_id,
+                message_thread_id=target.thread_id,
+                text=content.text,
+                entities=list(content.entities) or None,
+                parse_mode=None,
+                can_stop=True,
+            )
+
+        await self._once(target.chat_id, call)
+
     async def perform_delete(self, chat_id: int, message_id: int) -> None:
         async def call() -> None:
             await self.bot.delete_message(chat_id=chat_id, message_id=message_id)

@@ -64,7 +64,11 @@ class Harness:
     extra_agents: dict[str, Any] = field(default_factory=dict)
 
     async def start(
-        self, config: AgentsConfig | None = None, *, telegram_api_url: str | None = None
+        self,
+        config: AgentsConfig | None = None,
+        *,
+        telegram_api_url: str | None = None,
+        stream_mode: str = "edit",
     ) -> Relaygram:
         """Build and start the app. With `telegram_api_url` the bot talks to the fake Bot API
         over real HTTP (aiogram's own AiohttpSession), as `TELEGRAM_API_URL` makes it do."""
@@ -72,6 +76,7 @@ class Harness:
         settings = Settings(
             bot_token=SecretStr(BOT_TOKEN),
             telegram_api_url=telegram_api_url or "https://api.telegram.org",
+            stream_mode=stream_mode,
             _env_file=None,
         )
         self.app = await create_app(
@@ -137,8 +142,8 @@ class Harness:
 # --- reading what the user sees ----------------------------------------------------------------
 
 
-def bot_messages(h: Harness) -> list[FakeMessage]:
-    return h.telegram.messages(h.user_id)
+def bot_messages(h: Harness, chat_id: int | None = None) -> list[FakeMessage]:
+    return h.telegram.messages(chat_id if chat_id is not None else h.user_id)
 
 
 def buttons(message: FakeMessage | None) -> list[str]:
@@ -152,10 +157,10 @@ def button_data(message: FakeMessage) -> list[str]:
     return [b["callback_data"] for row in markup.get("inline_keyboard", []) for b in row]
 
 
-def finished(h: Harness) -> FakeMessage | None:
-    """The last bot message once it carries its final buttons."""
-    messages = bot_messages(h)
-    if messages and messages[-1].reply_markup:
+def finished(h: Harness, chat_id: int | None = None) -> FakeMessage | None:
+    """The last bot message once it carries its final buttons (not the ⏹ of a growing answer)."""
+    messages = bot_messages(h, chat_id)
+    if messages and messages[-1].reply_markup and "⏹ Stop" not in buttons(messages[-1]):
         return messages[-1]
     return None
 

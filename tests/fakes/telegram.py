@@ -1693,6 +1693,17 @@ class FakeTelegram:
             command = re.match(r"^/[A-Za-z0-9_]+(@[A-Za-z0-9_]+)?", text)
             if command:
                 entities.append({"type": "bot_command", "offset": 0, "length": command.end()})
+            # Telegram marks @username mentions itself (offsets in UTF-16 code units).
+            for mention in re.finditer(r"(?<![\w@])@[A-Za-z][A-Za-z0-9_]{4,31}", text):
+                if command and mention.start() < command.end():
+                    continue
+                entities.append(
+                    {
+                        "type": "mention",
+                        "offset": utf16_len(text[: mention.start()]),
+                        "length": utf16_len(mention.group()),
+                    }
+                )
         return self._user_message(
             chat_id,
             user_id=user_id,

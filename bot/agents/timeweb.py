@@ -1,0 +1,312 @@
+"""Timeweb Cloud AI agents, native API: `POST {base}/api/v1/cloud-ai/agents/{access id}/call`.
+
+Wire facts (SPEC.md §A.1-A.2 and Timeweb's native-API page; nothing verified live):
+- The path carries the agent's **Access ID**. `Authorization: Bearer <token>` is needed for
+  agents with a private API (sent whenever a token is configured); `x-proxy-source` is marked
+  required by the agent-client OpenAPI document and sent by every known client.
+- Body `{"message": text, "parent_message_id": <id>}`; without `parent_message_id` a new chat
+  starts. The history is kept **server-side**, and any earlier message id of the chat continues
+  from that point, which is what reply-to branching needs.
+- No streaming form exists: one JSON answer `{message, id, response_id, finish_reason}`, so the
+  silence timeout covers the whole generation. `finish_reason` is `stop | lenght |
+  content_filter | error`, may be missing, and one client types it as an object.
+- The error body shape is undocumented: JSON `message`/`error`/`detail` is read when present,
+  and the raw body excerpt is logged (redacted).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import quote
+
+import httpx
+
+# Timeweb's OpenAI-compatible route belongs to the same agent service: its finish reasons, error
+# bodies and status meanings are read the same way here.
+from bot.agents import openai as compat
+from bot.agents.base import (
+    AgentError,
+    AgentEvent,
+    AgentNotFound,
+    AgentProtocolError,
+    AgentRequest,
+    AgentUpstreamError,
+    ConversationNotFound,
+    Failed,
+    Finished,
+    Started,
+    TextDelta,
+    Usage,
+)
+from bot.agents.http import (
+    EXCERPT_CHARS,
+    Reply,
+    excerpt,
+    fetch,
+    make_timeout,
+    merge_headers,
+    parse_json,
+    parse_retry_after,
+    redact,
+)
+from bot.agents.openai import UPSTREAM_ERROR_REASON, ErrorInfo
+from bot.config import TimewebAgentConfig
+
+logger = logging.getLogger("relaygram.agents.timeweb")
+
+__all__ = [
+    "TimewebAnswer",
+    "TimewebClient",
+    "call_body",
+    "map_http_error",
+    "parse_answer",
+    "read_finish_reason",
+]
+
+AGENTS_PATH: Final = "/api/v1/cloud-ai/agents"
+
+
+class TimewebClient:
+    """One Timeweb agent by its access id. Branching supported; no stop, feedback, suggestions."""
+
+    platform: str = "timeweb"
+    # SupportsBranching: `parent_message_id` may name any earlier answer of the chat (A.2).
+    branching: bool = True
+
+    def __init__(self, config: TimewebAgentConfig, http: httpx.AsyncClient) -> None:
+        self.name = config.name
+        self.title = config.title or config.name
+        self._config = config
+        self._http = http
+        self._agent_url = (
+            f"{config.base_url.rstrip('/')}{AGENTS_PATH}/{quote(config.agent_id, safe='')}"
+        )
+        self._timeouts = make_timeout(config)
+        self._headers = merge_headers(_own_headers(config), config.headers)
+        self._secrets = tuple(config.secrets())
+
+    # --- AgentClient -----------------------------------------------------------------------------
+
+    async def stream(self, request: AgentRequest) -> AsyncGenerator[AgentEvent, None]:
+        parent = request.parent_message_id or request.conversation
+        try:
+            reply = await self._fetch("POST", "/call", json=call_body(request.text, parent))
+            if not reply.ok:
+                raise self._http_error("call", reply, continued=parent is not None)
+            answer = self._parse(reply.body)
+        except AgentError as exc:
+            yield Failed(exc)
+            return
+        for event in self._events(answer):
+            yield event
+
+    async def check(self) -> str:
+        # SPEC A.3: clients use the compatible route's model list as a health check; it needs
+        # the same access id, token and x-proxy-source as /call and asks the agent nothing.
+        reply = await self._fetch("GET", "/v1/models")
+        if not reply.ok:
+            raise self._http_error("models", reply, continued=False)
+        return f"Timeweb agent {self._config.agent_id}"
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _events(self, answer: TimewebAnswer) -> list[AgentEvent]:
+        # The conversation ref is the answer's own `id`: the doc says it continues the chat
+        # ("Значение id из ответа можно использовать как parent_message_id"); `response_id`
+        # looks like a request/trace id and is only logged (SPEC A.2 ⚠️).
+        ref = answer.id
+        if ref is None:
+            logger.warning(
+                "timeweb agent %s: answer without an id (response_id %s): the next message "
+                "continues from the previous answer",
+                self.name,
+                answer.response_id,
+            )
+        events: list[AgentEvent] = [Started(message_id=ref, conversation=ref)]
+        if answer.message:
+            events.append(TextDelta(answer.message))
+        if answer.finish_reason == UPSTREAM_ERROR_REASON:
+            # The doc: "create a support ticket and attach the response body": the ids go into
+            # the detail (they are not secrets) so an operator can quote them.
+            error = AgentUpstreamError(
+                f"the agent reported finish_reason error (id {ref}, response_id "
+                f"{answer.response_id})",
+                code=UPSTREAM_ERROR_REASON,
+            )
+            self._log_failure("call", error)
+            events.append(Failed(error))
+            return events
+        logger.debug(
+            "timeweb agent %s: answer %s (response_id %s) finished (%s)",
+            self.name,
+            ref,
+            answer.response_id,
+            answer.finish_reason,
+        )
+        events.append(
+            Finished(
+                message_id=ref,
+                conversation=ref,
+                finish_reason=compat.finish_reason_from(answer.finish_reason),
+                usage=answer.usage,
+            )
+        )
+        return events
+
+    def _parse(self, body: bytes) -> TimewebAnswer:
+        try:
+            return parse_answer(body)
+        except AgentProtocolError as exc:
+            sample = redact(excerpt(body, EXCERPT_CHARS), self._secrets)
+            error = AgentProtocolError(f"{exc.detail}: {sample}")
+            self._log_failure("call", error)
+            raise error from None
+
+    async def _fetch(self, method: str, path: str, *, json: Any = None) -> Reply:
+        try:
+            return await fetch(
+                self._http,
+                method,
+                f"{self._agent_url}{path}",
+                timeouts=self._timeouts,
+                headers=self._headers,
+                json=json,
+                secrets=self._secrets,
+            )
+        except AgentError as exc:
+            self._log_failure(path.rsplit("/", 1)[-1], exc)
+            raise
+
+    def _http_error(self, what: str, reply: Reply, *, continued: bool) -> AgentError:
+        info = compat.error_info(reply.json())
+        message = redact(
+            info.message or excerpt(reply.body) or f"HTTP {reply.status}", self._secrets
+        )
+        error = map_http_error(
+            reply.status,
+            info,
+            message,
+            continued=continued,
+            retry_after=parse_retry_after(reply.headers),
+        )
+        self._log_failure(what, error, reply.body)
+        return error
+
+    def _log_failure(self, what: str, error: AgentError, body: bytes | None = None) -> None:
+        # str(error) carries kind, status, code and the (redacted) message. The error body format
+        # is undocumented (SPEC A.2 ⚠️), so its raw excerpt is logged too, redacted.
+        raw = f" body={redact(excerpt(body), self._secrets)!r}" if body else ""
+        level = logging.INFO if isinstance(error, ConversationNotFound) else logging.WARNING
+        logger.log(
+            level,
+            "timeweb agent %s: %s failed: status=%s code=%s: %s%s",
+            self.name,
+            what,
+            error.status,
+            error.code,
+            error,
+            raw,
+        )
+
+
+def _own_headers(config: TimewebAgentConfig) -> dict[str, str]:
+    headers = {"Accept": "application/json"}
+    token = config.token.get_secret_value() if config.token else ""
+    if token:  # public agents need none (native-API page)
+        headers["Authorization"] = f"Bearer {token}"
+    if config.proxy_source:
+        headers["x-proxy-source"] = config.proxy_source
+    return headers
+
+
+def call_body(text: str, parent: str | None) -> dict[str, str]:
+    """`{"message"}` plus `parent_message_id` (snake_case, SPEC A.2 ⚠️) when continuing."""
+    body = {"message": text}
+    if parent:
+        body["parent_message_id"] = parent
+    return body
+
+
+# --- the answer ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TimewebAnswer:
+    message: str
+    id: str | None
+    response_id: str | None
+    finish_reason: str | None  # normalised: lower-case text, None when missing or unreadable
+    usage: Usage | None = None
+
+
+def parse_answer(body: bytes | str) -> TimewebAnswer:
+    """The `/call` answer, read defensively; AgentProtocolError when it is not one."""
+    obj = parse_json(body)
+    if not isinstance(obj, dict) or not ({"message", "id"} & obj.keys()):
+        raise AgentProtocolError("not a Timeweb answer")
+    message = obj.get("message")
+    if message is not None and not isinstance(message, str):
+        raise AgentProtocolError(f"message is {type(message).__name__}, not text")
+    return TimewebAnswer(
+        message=message or "",
+        id=_id(obj.get("id")),
+        response_id=_id(obj.get("response_id")),
+        finish_reason=read_finish_reason(obj.get("finish_reason")),
+        usage=compat.usage_from(obj.get("usage")),  # not documented; taken if it ever appears
+    )
+
+
+def read_finish_reason(value: object) -> str | None:
+    """`finish_reason` as a string, missing, null, or an object (a client types it
+    `Record<string, any>`): an object's `type` or `reason` string is used, else None (= stop)."""
+    if isinstance(value, dict):
+        value = next((value[k] for k in ("type", "reason") if isinstance(value.get(k), str)), None)
+    if isinstance(value, str) and value.strip():
+        return value.strip().lower()
+    return None
+
+
+def _id(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) and value else None
+
+
+# --- error mapping -------------------------------------------------------------------------------
+
+# Wording of a complaint about the message id continued from (an unknown, foreign or malformed
+# parent_message_id). Nothing is documented; a stale stored ref must not block the chat forever.
+_PARENT_WORDING: Final = re.compile(
+    r"parent[_ ]?message|message[_ ]not[_ ]found|сообщени[ея] не найден", re.I
+)
+
+
+def map_http_error(
+    status: int,
+    info: ErrorInfo,
+    message: str,
+    *,
+    continued: bool,
+    retry_after: float | None = None,
+) -> AgentError:
+    """An error status of `/call` or `/v1/models` (SPEC A.2; the body shape is unknown).
+
+    | status                                                    | error                |
+    |-----------------------------------------------------------|----------------------|
+    | 400/404/422 naming the parent message, when continuing    | ConversationNotFound |
+    | 401, 403                                                  | AgentAuthError       |
+    | 402, quota codes or wording                               | AgentQuotaExceeded   |
+    | 404 ("Agent not found": a bad access id)                  | AgentNotFound        |
+    | 429, rate-limit codes or wording                          | AgentRateLimited     |
+    | 5xx                                                       | AgentUnavailable     |
+    | other 4xx                                                 | AgentBadRequest      |
+    """
+    if continued and status in (400, 404, 422) and _PARENT_WORDING.search(message):
+        return ConversationNotFound(message, status=status, code=info.label)
+    if status == 404:
+        return AgentNotFound(f"bad access id? {message}", status=status, code=info.label)
+    return compat.map_http_error(status, info, message, retry_after=retry_after)
