@@ -26,7 +26,7 @@ from bot.config import AgentsConfig, Settings
 from bot.services.chat import ChatService, StreamSettings
 from bot.services.feedback import FeedbackService
 from bot.streaming.clock import Clock, MonotonicClock
-from bot.streaming.scheduler import FloodLimits, FloodScheduler
+from bot.streaming.scheduler import FloodLimits, FloodScheduler, SharedBudget
 from bot.streaming.sender import ChatSender, DeliveryFailed, Target
 from handlers import get_routers
 from storage import Storage, open_redis
@@ -108,7 +108,8 @@ async def create_app(
 
     clock = clock or MonotonicClock()
     limits = flood_limits or FloodLimits(bot_per_second=settings.bot_requests_per_second)
-    sender = ChatSender(bot, FloodScheduler(clock, limits), clock)
+    budget = SharedBudget(storage.bot_budget, bot.id, clock, limits.bot_per_second)
+    sender = ChatSender(bot, FloodScheduler(clock, limits, budget), clock)
     chat_service = ChatService(
         agents=agents,
         storage=storage,

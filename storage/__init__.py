@@ -16,16 +16,37 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from storage.base import (
+    CHAT_MODES,
+    HISTORY_ROLES,
+    OUTCOMES,
     RATINGS,
+    AgentStats,
     AnswerRecord,
     AnswerStore,
+    BotBudgetStore,
+    ChatPrefs,
+    ChatPrefsStore,
     ChatScope,
     ConversationStore,
     FeedbackStore,
+    HistoryStore,
+    RateLimiter,
     RunningAnswer,
     RunStore,
+    StatsStore,
 )
 from storage.keys import KeySpace
+from storage.redis_extra import (
+    HISTORY_TTL,
+    STATS_MAX_SAMPLES,
+    STATS_RETENTION,
+    STATS_TTL,
+    RedisBotBudgetStore,
+    RedisChatPrefsStore,
+    RedisHistoryStore,
+    RedisRateLimiter,
+    RedisStatsStore,
+)
 from storage.redis_store import (
     ANSWER_TTL,
     CONVERSATION_TTL,
@@ -39,18 +60,32 @@ from storage.redis_store import (
 
 __all__ = [
     "ANSWER_TTL",
+    "CHAT_MODES",
     "CONVERSATION_TTL",
     "FEEDBACK_TTL",
+    "HISTORY_ROLES",
+    "HISTORY_TTL",
+    "OUTCOMES",
     "RATINGS",
     "RUN_TTL",
+    "STATS_MAX_SAMPLES",
+    "STATS_RETENTION",
+    "STATS_TTL",
+    "AgentStats",
     "AnswerRecord",
     "AnswerStore",
+    "BotBudgetStore",
+    "ChatPrefs",
+    "ChatPrefsStore",
     "ChatScope",
     "ConversationStore",
     "FeedbackStore",
+    "HistoryStore",
     "KeySpace",
+    "RateLimiter",
     "RunStore",
     "RunningAnswer",
+    "StatsStore",
     "Storage",
     "StorageUnavailable",
     "open_redis",
@@ -75,6 +110,11 @@ class Storage:
     answers: AnswerStore
     feedback: FeedbackStore
     runs: RunStore
+    history: HistoryStore
+    chat_prefs: ChatPrefsStore
+    rate_limits: RateLimiter
+    stats: StatsStore
+    bot_budget: BotBudgetStore
 
     @classmethod
     def on_redis(cls, redis: Redis, keys: KeySpace | None = None) -> Storage:
@@ -86,6 +126,11 @@ class Storage:
             answers=RedisAnswerStore(redis, keys),
             feedback=RedisFeedbackStore(redis, keys),
             runs=RedisRunStore(redis, keys),
+            history=RedisHistoryStore(redis, keys),
+            chat_prefs=RedisChatPrefsStore(redis, keys),
+            rate_limits=RedisRateLimiter(redis, keys),
+            stats=RedisStatsStore(redis, keys),
+            bot_budget=RedisBotBudgetStore(redis, keys),
         )
 
 

@@ -6,6 +6,7 @@ strings, never platforms or Telegram objects.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -96,4 +97,138 @@ class RunStore(Protocol):
 
     async def finish(self, scope: ChatScope, run_id: str) -> None:
         """Forget the run, but only if it is still `run_id` (a newer run is left alone)."""
+        ...
+
+
+HISTORY_ROLES: tuple[str, ...] = ("user", "assistant")
+"""The roles of a turn the bot keeps in `HistoryStore` (OpenAI chat roles, minus "system")."""
+
+CHAT_MODES: tuple[str, ...] = ("mention", "all")
+"""When the bot answers in a group: only when mentioned or replied to, or to every message."""
+
+OUTCOMES: tuple[str, ...] = ("ok", "error", "stopped")
+"""How an answer ended, as recorded by `StatsStore.record_answer`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatPrefs:
+    """What operators and users chose for one chat scope; None means "the default"."""
+
+    agent: str | None = None  # the agent serving the chat (a name from the agents file)
+    mode: str | None = None  # one of CHAT_MODES, for groups
+    language: str | None = None  # the interface language, e.g. "en", "ru", "zh"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStats:
+    """One agent's answers and ratings over a time window (what /stats shows an operator).
+
+    `answers` counts every recorded answer, whatever its outcome; `errors` and `stopped` are
+    the part of them that failed or that a user stopped. `likes` and `dislikes` are the net
+    ratings given in the window (a rating given before the window and withdrawn inside it
+    cancels against the window's ratings, never below zero). `like_ratio` is
+    likes / (likes + dislikes), None when that is 0. The medians are over the window's
+    answers that have the value (an answer that failed before any text has no first-text
+    time); None when none has.
+    """
+
+    answers: int = 0
+    errors: int = 0
+    stopped: int = 0
+    likes: int = 0
+    dislikes: int = 0
+    like_ratio: float | None = None
+    median_first_text_s: float | None = None
+    median_total_s: float | None = None
+
+
+class HistoryStore(Protocol):
+    """The turns of a conversation the bot keeps itself, per (chat scope, agent).
+
+    For agents whose platform keeps no history (OpenAI-compatible endpoints). Turns are
+    ``(role, content)`` pairs, role one of `HISTORY_ROLES`.
+    """
+
+    async def get(self, scope: ChatScope, agent: str) -> list[tuple[str, str]]:
+        """The kept turns, oldest first (empty when there are none)."""
+        ...
+
+    async def append(
+        self, scope: ChatScope, agent: str, turns: Sequence[tuple[str, str]], keep: int
+    ) -> None:
+        """Append `turns` in one atomic step, then keep only the newest `keep` turns."""
+        ...
+
+    async def clear(self, scope: ChatScope, agent: str) -> None: ...
+
+
+class ChatPrefsStore(Protocol):
+    """The agent, group mode and language chosen per chat scope.
+
+    These never expire: an operator's choice must not silently revert to the default. Setting
+    a preference to None removes it (the default applies again).
+    """
+
+    async def get(self, scope: ChatScope) -> ChatPrefs: ...
+
+    async def set_agent(self, scope: ChatScope, name: str | None) -> None: ...
+
+    async def set_mode(self, scope: ChatScope, mode: str | None) -> None: ...
+
+    async def set_language(self, scope: ChatScope, language: str | None) -> None: ...
+
+
+class RateLimiter(Protocol):
+    """A per-user message budget of one bot, shared by every replica (a sliding window)."""
+
+    async def hit(self, bot_id: int, user_id: int, limit: int, window: float, now: float) -> float:
+        """Count one message if fewer than `limit` were counted in the last `window` seconds.
+
+        Returns 0.0 when the message is allowed (and counted), otherwise the seconds until
+        the user may write again (the message is not counted). `now` is the caller's clock in
+        seconds (e.g. ``time.time()``); every replica must use the same kind of clock.
+        """
+        ...
+
+
+class StatsStore(Protocol):
+    """Per-agent answer statistics of one bot, summarised over any window (operator /stats).
+
+    Times (`at`, `since`, `until`) are epoch seconds; durations are seconds.
+    """
+
+    async def record_answer(
+        self,
+        bot_id: int,
+        agent: str,
+        *,
+        at: float,
+        first_text_s: float | None,
+        total_s: float,
+        outcome: str,
+    ) -> None:
+        """Record one finished answer; `outcome` is one of `OUTCOMES`."""
+        ...
+
+    async def record_rating(
+        self, bot_id: int, agent: str, *, at: float, old: str | None, new: str | None
+    ) -> None:
+        """Record a user's rating change of one answer (`old` -> `new`, each a rating or None)."""
+        ...
+
+    async def summary(self, bot_id: int, agent: str, *, since: float, until: float) -> AgentStats:
+        """The statistics of what was recorded at ``since <= at < until``."""
+        ...
+
+
+class BotBudgetStore(Protocol):
+    """The bot-wide Telegram budget shared by every process of one bot, as time slots.
+
+    Time is cut into slots of 1/rate seconds (numbered by wall-clock time, so every process
+    agrees); each slot can be claimed once. A process that finds a slot taken claims a later one
+    and waits for it, so together the processes never exceed the rate.
+    """
+
+    async def claim(self, bot_id: int, slot: int) -> bool:
+        """Claim one slot; False if another process (or this one) already has it."""
         ...

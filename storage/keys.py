@@ -6,8 +6,9 @@ space: an incompatible change to what a key holds gets a new segment (``v2``) in
 reinterpreting old keys. The payload inside a key carries its own schema version (see
 ``redis_store``), so compatible changes to a record never need a new key layout.
 
-The agent name is always the last segment of a conversation key, so it may contain ``:``
-without two (scope, agent) pairs ever sharing a key.
+The agent name is always the last segment of a key that has one (conversation, history, stats),
+so it may contain ``:`` without two (scope, agent) pairs ever sharing a key. Keys that belong to
+a bot rather than a chat (rate budgets, stats) use ``{bot_id}`` where others use ``scope.key``.
 """
 
 from __future__ import annotations
@@ -57,3 +58,27 @@ class KeySpace:
     def run(self, scope: ChatScope) -> str:
         """The marker of the answer currently being generated in a chat scope."""
         return f"{self.prefix}run:{scope.key}"
+
+    def history(self, scope: ChatScope, agent: str) -> str:
+        """The turns the bot keeps itself for one agent in one chat scope (a list)."""
+        return f"{self.prefix}history:{scope.key}:{agent}"
+
+    def chat_prefs(self, scope: ChatScope) -> str:
+        """The preferences chosen for one chat scope (a hash: agent, mode, language)."""
+        return f"{self.prefix}prefs:{scope.key}"
+
+    def budget_slot(self, bot_id: int, slot: int) -> str:
+        """One time slot of the bot-wide Telegram budget (a counter that expires quickly)."""
+        return f"{self.prefix}budget:{bot_id}:{slot}"
+
+    def rate(self, bot_id: int, user_id: int) -> str:
+        """One user's recent messages to one bot (a sorted set scored by time)."""
+        return f"{self.prefix}rate:{bot_id}:{user_id}"
+
+    def stats_answers(self, bot_id: int, agent: str) -> str:
+        """One agent's recent answer samples in one bot (a sorted set scored by time)."""
+        return f"{self.prefix}stats:answers:{bot_id}:{agent}"
+
+    def stats_ratings(self, bot_id: int, agent: str) -> str:
+        """One agent's recent rating changes in one bot (a sorted set scored by time)."""
+        return f"{self.prefix}stats:ratings:{bot_id}:{agent}"

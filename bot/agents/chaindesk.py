@@ -149,8 +149,10 @@ class ChaindeskClient:
             for event in state.end_of_body():
                 yield event
         except AgentError as exc:
-            self._log_failure("query", exc)
-            for event in state.fail(exc):
+            ending = state.fail(exc)
+            if ending and isinstance(ending[-1], Failed):  # not after the final answer
+                self._log_failure("query", exc)
+            for event in ending:
                 yield event
 
     async def check(self) -> str:
@@ -275,8 +277,11 @@ class ChaindeskClient:
         if data == _DONE:
             return state.done_marker()
         if data.startswith(_ERROR):
-            message = redact(data[len(_ERROR) :].strip(), self._secrets)
-            return state.fail(map_error(None, message))
+            error = map_error(None, redact(data[len(_ERROR) :].strip(), self._secrets))
+            events = state.fail(error)
+            if events and isinstance(events[-1], Failed):
+                self._log_failure("stream", error)
+            return events
         if sse.event == "answer":
             return state.answer(decode_payload(data))
         if sse.event == "endpoint_response":

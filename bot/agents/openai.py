@@ -177,6 +177,8 @@ class OpenAIClient:
     ) -> AsyncGenerator[AgentEvent, None]:
         async for sse in iter_sse(response):
             for event in self._handle(sse, state):
+                if isinstance(event, Failed):  # an error object or finish_reason in the stream
+                    self._log_failure("chat/completions stream", event.error)
                 yield event
             if state.done:
                 return  # after [DONE] or an error: nothing more is read
@@ -188,10 +190,11 @@ class OpenAIClient:
         if data == _DONE:
             return state.done_marker()
         obj = parse_json(data)
-        if sse.event == "error" and not isinstance(obj, dict):
-            # A server-sent `event: error` with a plain-text payload.
-            message = redact(excerpt(data), self._secrets)
-            return state.fail(AgentUpstreamError(message or "error event"))
+        if sse.event == "error":
+            # Some servers name the event instead of (or besides) sending `{"error": {...}}`.
+            if isinstance(obj, dict):
+                return state.fail(map_stream_error(obj.get("error") or obj, self._secrets))
+            return state.fail(AgentUpstreamError(redact(excerpt(data), self._secrets)))
         if not isinstance(obj, dict):
             raise self._protocol_error("unreadable chunk", data)
         return state.chunk(obj)
@@ -246,7 +249,9 @@ class OpenAIClient:
     def _log_failure(self, what: str, error: AgentError, body: bytes | None = None) -> None:
         # str(error) carries kind, status, code and the platform's (redacted) message only. The
         # raw body excerpt is added because Timeweb's error bodies are undocumented (SPEC A.2 ⚠️).
-        raw = f" body={redact(excerpt(body), self._secrets)!r}" if body else ""
+        sample = redact(excerpt(body), self._secrets) if body else ""
+        # The body is the detail already when it held no readable message.
+        raw = f" body={sample!r}" if sample and sample not in error.detail else ""
         logger.warning(
             "openai agent %s: %s failed: status=%s code=%s: %s%s",
             self.name,
@@ -593,12 +598,11 @@ class _StreamState:
 
 
 def _first_choice(obj: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The choice with index 0 (the bot asks for one), or the first one listed."""
+    """The choice with index 0 (the bot asks for one; a missing index counts as 0)."""
     choices = obj.get("choices")
     if not isinstance(choices, list):
         return None
-    dicts = [c for c in choices if isinstance(c, dict)]
-    return next((c for c in dicts if c.get("index", 0) == 0), dicts[0] if dicts else None)
+    return next((c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0), None)
 
 
 def _text_of(value: object) -> str:

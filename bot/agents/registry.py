@@ -9,7 +9,9 @@ from typing import Any
 import httpx
 
 from bot.agents.base import AgentClient
+from bot.agents.chaindesk import ChaindeskClient
 from bot.agents.dify import DifyClient
+from bot.agents.dify_console import DifyConsoleClient
 from bot.agents.openai import OpenAIClient
 from bot.agents.timeweb import TimewebClient
 from bot.config import AgentConfig, AgentsConfig, ConfigError
@@ -18,7 +20,9 @@ AdapterFactory = Callable[[Any, httpx.AsyncClient], AgentClient]
 
 ADAPTERS: Mapping[str, AdapterFactory] = MappingProxyType(
     {
+        "chaindesk": ChaindeskClient,
         "dify": DifyClient,
+        "dify-console": DifyConsoleClient,
         "timeweb": TimewebClient,
         "openai": OpenAIClient,
     }

@@ -95,6 +95,7 @@ class TimewebClient:
         parent = request.parent_message_id or request.conversation
         try:
             reply = await self._fetch("POST", "/call", json=call_body(request.text, parent))
+            reply = _embedded_error(reply)
             if not reply.ok:
                 raise self._http_error("call", reply, continued=parent is not None)
             answer = self._parse(reply.body)
@@ -118,44 +119,48 @@ class TimewebClient:
         # The conversation ref is the answer's own `id`: the doc says it continues the chat
         # ("Значение id из ответа можно использовать как parent_message_id"); `response_id`
         # looks like a request/trace id and is only logged (SPEC A.2 ⚠️).
-        ref = answer.id
-        if ref is None:
+        failed = answer.finish_reason == UPSTREAM_ERROR_REASON
+        # A failed generation is not continued from: the next message goes on from the last
+        # good answer (the stored ref stays), so a broken exchange does not stay in the context.
+        ref = None if failed else answer.id
+        if answer.id is None:
             logger.warning(
                 "timeweb agent %s: answer without an id (response_id %s): the next message "
                 "continues from the previous answer",
                 self.name,
                 answer.response_id,
             )
-        events: list[AgentEvent] = [Started(message_id=ref, conversation=ref)]
+        events: list[AgentEvent] = [Started(message_id=answer.id, conversation=ref)]
         if answer.message:
             events.append(TextDelta(answer.message))
-        if answer.finish_reason == UPSTREAM_ERROR_REASON:
-            # The doc: "create a support ticket and attach the response body": the ids go into
-            # the detail (they are not secrets) so an operator can quote them.
-            error = AgentUpstreamError(
-                f"the agent reported finish_reason error (id {ref}, response_id "
-                f"{answer.response_id})",
-                code=UPSTREAM_ERROR_REASON,
-            )
-            self._log_failure("call", error)
-            events.append(Failed(error))
-            return events
+        events.append(self._failed(answer) if failed else self._finished(answer))
+        return events
+
+    def _failed(self, answer: TimewebAnswer) -> Failed:
+        # The doc says to open a support ticket with the response body: the ids go into the
+        # detail (they are not secrets) so an operator can quote them.
+        error = AgentUpstreamError(
+            f"the agent reported finish_reason error (id {answer.id}, response_id "
+            f"{answer.response_id})",
+            code=UPSTREAM_ERROR_REASON,
+        )
+        self._log_failure("call", error)
+        return Failed(error)
+
+    def _finished(self, answer: TimewebAnswer) -> Finished:
         logger.debug(
             "timeweb agent %s: answer %s (response_id %s) finished (%s)",
             self.name,
-            ref,
+            answer.id,
             answer.response_id,
             answer.finish_reason,
         )
-        events.append(
-            Finished(
-                message_id=ref,
-                conversation=ref,
-                finish_reason=compat.finish_reason_from(answer.finish_reason),
-                usage=answer.usage,
-            )
+        return Finished(
+            message_id=answer.id,
+            conversation=answer.id,
+            finish_reason=compat.finish_reason_from(answer.finish_reason),
+            usage=answer.usage,
         )
-        return events
 
     def _parse(self, body: bytes) -> TimewebAnswer:
         try:
@@ -199,7 +204,9 @@ class TimewebClient:
     def _log_failure(self, what: str, error: AgentError, body: bytes | None = None) -> None:
         # str(error) carries kind, status, code and the (redacted) message. The error body format
         # is undocumented (SPEC A.2 ⚠️), so its raw excerpt is logged too, redacted.
-        raw = f" body={redact(excerpt(body), self._secrets)!r}" if body else ""
+        sample = redact(excerpt(body), self._secrets) if body else ""
+        # The body is the detail already when it held no readable message.
+        raw = f" body={sample!r}" if sample and sample not in error.detail else ""
         level = logging.INFO if isinstance(error, ConversationNotFound) else logging.WARNING
         logger.log(
             level,
@@ -221,6 +228,21 @@ def _own_headers(config: TimewebAgentConfig) -> dict[str, str]:
     if config.proxy_source:
         headers["x-proxy-source"] = config.proxy_source
     return headers
+
+
+def _embedded_error(reply: Reply) -> Reply:
+    """A 200 whose body is an error object (`{status_code, error_code, message}`, no `id`) as
+    the error it reports, so an error text is never shown as the agent's answer. The error
+    format is undocumented (SPEC A.2 ⚠️); without a usable status it counts as a 502."""
+    obj = reply.json() if reply.ok else None
+    if not isinstance(obj, dict) or "id" in obj:
+        return reply
+    if not ({"error", "error_code", "status_code"} & obj.keys()):
+        return reply
+    status = obj.get("status_code")
+    if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status < 600:
+        status = 502
+    return Reply(status, reply.headers, reply.body)
 
 
 def call_body(text: str, parent: str | None) -> dict[str, str]:
@@ -298,10 +320,11 @@ def map_http_error(
     | status                                                    | error                |
     |-----------------------------------------------------------|----------------------|
     | 400/404/422 naming the parent message, when continuing    | ConversationNotFound |
-    | 401, 403                                                  | AgentAuthError       |
-    | 402, quota codes or wording                               | AgentQuotaExceeded   |
-    | 404 ("Agent not found": a bad access id)                  | AgentNotFound        |
-    | 429, rate-limit codes or wording                          | AgentRateLimited     |
+    | 404 otherwise ("Agent not found": a bad access id)        | AgentNotFound        |
+    | 401                                                       | AgentAuthError       |
+    | 402; 4xx with quota codes or wording (exhausted tokens)   | AgentQuotaExceeded   |
+    | 429; 4xx with rate-limit codes or wording                 | AgentRateLimited     |
+    | 403 otherwise                                             | AgentAuthError       |
     | 5xx                                                       | AgentUnavailable     |
     | other 4xx                                                 | AgentBadRequest      |
     """

@@ -16,6 +16,11 @@ class Clock(Protocol):
         """Seconds on a monotonic scale."""
         ...
 
+    def wall(self) -> float:
+        """Seconds since the epoch, on the same scale as `now`: what several processes (or
+        machines with synchronised clocks) agree on."""
+        ...
+
     async def sleep(self, seconds: float) -> None: ...
 
     async def wait(self, event: asyncio.Event, seconds: float) -> bool:
@@ -26,6 +31,9 @@ class Clock(Protocol):
 class MonotonicClock:
     def now(self) -> float:
         return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
@@ -45,6 +53,9 @@ class ScaledClock:
 
     def now(self) -> float:
         return (time.monotonic() - self._origin) * self.speedup
+
+    def wall(self) -> float:
+        return time.time() * self.speedup
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self.speedup)

@@ -28,7 +28,10 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
 
+from redis.exceptions import RedisError
+
 from bot.streaming.clock import Clock
+from storage import BotBudgetStore
 
 logger = logging.getLogger("relaygram.flood")
 
@@ -77,6 +80,51 @@ class LocalBudget:
         self._next = slot + self._interval
         if slot > now:
             await self._clock.sleep(slot - now)
+
+
+class SharedBudget:
+    """The bot-wide budget shared through Redis by every process of one bot.
+
+    Wall-clock time is cut into slots of 1/rate seconds, and each slot is claimed by one call
+    of one process (`BotBudgetStore`). The rate used is `HEADROOM` below the configured one, so
+    network jitter between a claimed slot and the request reaching Telegram cannot push any
+    one-second window over the limit. If Redis fails, this process falls back to pacing itself
+    alone (logged), rather than stopping all output.
+    """
+
+    HEADROOM = 0.9
+
+    def __init__(self, store: BotBudgetStore, bot_id: int, clock: Clock, per_second: float) -> None:
+        self._store = store
+        self._bot_id = bot_id
+        self._clock = clock
+        self._width = 1.0 / (per_second * self.HEADROOM)
+        self._next_slot = 0
+        self._fallback = LocalBudget(clock, per_second * self.HEADROOM)
+        self._failing = False
+
+    async def acquire(self) -> None:
+        try:
+            slot = await self._claim()
+        except RedisError as exc:
+            if not self._failing:
+                logger.warning("shared Telegram budget unavailable (%s); pacing locally", exc)
+                self._failing = True
+            await self._fallback.acquire()
+            return
+        if self._failing:
+            logger.info("shared Telegram budget available again")
+            self._failing = False
+        delay = slot * self._width - self._clock.wall()
+        if delay > 0:
+            await self._clock.sleep(delay)
+
+    async def _claim(self) -> int:
+        slot = max(int(self._clock.wall() / self._width), self._next_slot)
+        while not await self._store.claim(self._bot_id, slot):
+            slot += 1  # taken by another process: the next one may be free
+        self._next_slot = slot + 1
+        return slot
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ from typing import Any
 import fakeredis
 import httpx
 import pytest
+from aiogram.types import Update
 from pydantic import SecretStr
 
 from bot.app import Relaygram, create_app
@@ -69,6 +70,7 @@ class Harness:
         *,
         telegram_api_url: str | None = None,
         stream_mode: str = "edit",
+        poll: bool = True,
     ) -> Relaygram:
         """Build and start the app. With `telegram_api_url` the bot talks to the fake Bot API
         over real HTTP (aiogram's own AiohttpSession), as `TELEGRAM_API_URL` makes it do."""
@@ -87,12 +89,13 @@ class Harness:
             http=self._http,
             clock=self.clock,
         )
-        self._polling = asyncio.create_task(
-            self.app.dispatcher.start_polling(
-                self.app.bot, handle_signals=False, close_bot_session=False, polling_timeout=1
+        if poll:
+            self._polling = asyncio.create_task(
+                self.app.dispatcher.start_polling(
+                    self.app.bot, handle_signals=False, close_bot_session=False, polling_timeout=1
+                )
             )
-        )
-        await self.telegram.wait_for(lambda: self.telegram.calls("getUpdates"))
+            await self.telegram.wait_for(lambda: self.telegram.calls("getUpdates"))
         return self.app
 
     async def stop(self) -> None:
@@ -100,6 +103,7 @@ class Harness:
             with contextlib.suppress(RuntimeError):
                 await self.app.dispatcher.stop_polling()
             await asyncio.wait_for(self._polling, 30)
+        if self.app is not None:
             await self.app.aclose()
         if self._http is not None:
             await self._http.aclose()
@@ -111,6 +115,15 @@ class Harness:
     def say(self, text: str, *, chat_id: int | None = None, **kwargs: Any) -> UpdateDict:
         chat = chat_id if chat_id is not None else self.user_id
         return self.telegram.push_update(self.telegram.user_text(chat, text, **kwargs))
+
+    def deliver(self, update: dict[str, Any]) -> asyncio.Task[Any]:
+        """Hand an update straight to this app's Dispatcher (as a webhook replica gets it)."""
+        app = self.app
+        assert app is not None
+        bot = app.bot
+        return asyncio.create_task(
+            app.dispatcher.feed_update(bot, Update.model_validate(update, context={"bot": bot}))
+        )
 
     def press(self, message_id: int, data: str, *, chat_id: int | None = None) -> str:
         chat = chat_id if chat_id is not None else self.user_id

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+import fakeredis
 import pytest
 
-from tests.e2e.conftest import Harness, bot_messages, button_data, buttons, finished
+from bot.streaming.clock import ScaledClock
+from storage import Storage
+from tests.e2e.conftest import (
+    BOT_ID,
+    BOT_TOKEN,
+    Harness,
+    bot_messages,
+    button_data,
+    buttons,
+    finished,
+)
 from tests.fakes.dify import Script
-from tests.fakes.telegram import FakeTelegram
+from tests.fakes.telegram import FakeTelegram, FloodLimits
 
 GROUP = -100777
 ASKER = 5005
@@ -159,3 +171,68 @@ async def test_a_429_storm_loses_no_final_text(h: Harness) -> None:
     assert final.visible_text == "".join(words).strip()
     assert len([r for r in h.telegram.requests if r.status == 429]) == 4
     assert h.telegram.violations_during_penalty == 0
+
+
+async def run_two_replicas(
+    telegram: FakeTelegram, h: Harness, clock: ScaledClock, *, shared: bool
+) -> None:
+    """Two bot processes of one bot, each answering 20 private chats at once."""
+    server = fakeredis.FakeServer()
+    replicas = []
+    for _ in range(2):
+        store = server if shared else fakeredis.FakeServer()
+        redis = fakeredis.FakeAsyncRedis(server=store, decode_responses=True)
+        replica = Harness(telegram, h.dify, clock, Storage.on_redis(redis))
+        await replica.start(poll=False)
+        replicas.append(replica)
+    h.dify.app.default_script = Script(chunks=[f"r{i} " for i in range(40)], delay=0.01)
+    tasks = []
+    for chat in range(40):
+        update = telegram.user_text(10_000 + chat, f"question {chat}")
+        tasks.append(replicas[chat % 2].deliver(update))
+    await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    for replica in replicas:
+        await replica.stop()
+
+
+def busiest_second(telegram: FakeTelegram) -> int:
+    times = sorted(r.time for r in telegram.requests if r.method != "getUpdates")
+    return max(len([t for t in times[i:] if t - start < 1.0]) for i, start in enumerate(times))
+
+
+@pytest.fixture
+def slow_clock() -> ScaledClock:
+    # At 20x, one real millisecond of event-loop jitter is 20 bot milliseconds, more than the
+    # bot-wide budget's headroom per call; 5x keeps the jitter small, as it is in real time.
+    return ScaledClock(5)
+
+
+@pytest.fixture
+def slow_telegram(slow_clock: ScaledClock) -> FakeTelegram:
+    return FakeTelegram(
+        bot_id=BOT_ID, token=BOT_TOKEN, clock=slow_clock.now, limits=FloodLimits.telegram()
+    )
+
+
+async def test_two_bot_processes_on_one_redis_stay_inside_the_shared_budget(
+    h: Harness, slow_telegram: FakeTelegram, slow_clock: ScaledClock
+) -> None:
+    await h.stop()  # this test runs its own two replicas
+    telegram = slow_telegram
+    await run_two_replicas(telegram, h, slow_clock, shared=True)
+
+    assert [r for r in telegram.requests if r.status == 429] == []
+    assert busiest_second(telegram) <= 30
+    answers = [telegram.messages(10_000 + chat) for chat in range(40)]
+    assert all(m and m[-1].visible_text.endswith("r39") for m in answers), "every answer landed"
+
+
+async def test_without_a_shared_budget_two_processes_would_exceed_it(
+    h: Harness, slow_telegram: FakeTelegram, slow_clock: ScaledClock
+) -> None:
+    """The control for the test above: the same load, each process pacing itself alone."""
+    await h.stop()
+    telegram = slow_telegram
+    await run_two_replicas(telegram, h, slow_clock, shared=False)
+
+    assert [r for r in telegram.requests if r.status == 429], "two budgets add up past the limit"
