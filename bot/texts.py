@@ -52,6 +52,10 @@ FEEDBACK_FAILED = "The rating could not be sent to {agent}. Please try again lat
 BUTTON_EXPIRED = "This button is no longer valid."
 SUGGESTION_UNKNOWN = "I no longer know this suggestion — please type your question."
 
+SOURCES_HEADER = "📚 Sources: "
+SOURCE_UNTITLED = "untitled"
+SOURCES_MORE = " (+{count} more)"
+
 FINISH_NOTES = {
     FinishReason.STOPPED: "⏹ Stopped.",
     FinishReason.LENGTH: "✂️ The answer was cut off by the agent's length limit.",

@@ -11,7 +11,7 @@ from bot import texts
 from bot.services.chat import ChatService, Incoming
 from bot.streaming.sender import ChatSender
 from handlers.filters import AddressedToBot
-from handlers.scope import is_private, scope_of, target_of
+from handlers.scope import is_private, replied_bot_message, scope_of, target_of
 
 logger = logging.getLogger("relaygram.handlers")
 
@@ -38,6 +38,7 @@ async def text_message(
             text=question,
             private=is_private(message),
             message_id=message.message_id,
+            reply_to_message_id=replied_bot_message(message, bot.id),
         )
     )
 

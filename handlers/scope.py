@@ -23,3 +23,11 @@ def target_of(message: Message) -> Target:
     """Where the bot's short replies to this message go (same chat and topic)."""
     thread = message.message_thread_id if message.is_topic_message else None
     return Target(chat_id=message.chat.id, thread_id=thread)
+
+
+def replied_bot_message(message: Message, bot_id: int) -> int | None:
+    """The id of the bot's message this message replies to (a branch point), if any."""
+    replied = message.reply_to_message
+    if replied is None or replied.from_user is None or replied.from_user.id != bot_id:
+        return None
+    return replied.message_id

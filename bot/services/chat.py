@@ -26,10 +26,13 @@ from bot.agents.base import (
     AgentRequest,
     AnswerAccumulator,
     AnswerRef,
+    ChatTurn,
     ConversationNotFound,
     FinishReason,
+    KeepsNoHistory,
     ReasoningDelta,
     Started,
+    SupportsBranching,
     SupportsFeedback,
     SupportsStop,
     SupportsSuggestions,
@@ -39,6 +42,7 @@ from bot.agents.base import (
 from bot.agents.registry import AgentDirectory
 from bot.keyboards import MAX_SUGGESTIONS, answer_keyboard, stop_keyboard
 from bot.services.lanes import Lanes
+from bot.streaming.citations import citations
 from bot.streaming.clock import Clock
 from bot.streaming.render import RenderedText, plain, utf16_len
 from bot.streaming.reply import DraftSupport, ReplyStream
@@ -70,6 +74,7 @@ class Incoming:
     text: str
     private: bool
     message_id: int | None = None  # the user's message, replied to in groups
+    reply_to_message_id: int | None = None  # the bot message the user replied to, if any
 
 
 @dataclass(slots=True)
@@ -161,6 +166,7 @@ class ChatService:
         """Forget the conversation with this chat's agent; returns the agent's title."""
         agent = await self._agent_for(scope)
         await self._storage.conversations.clear(scope, agent)
+        await self._storage.history.clear(scope, agent)
         run = self._runs.get(scope.key)
         if run is not None and run.agent == agent:
             run.keep_conversation = False  # its answer must not re-save the old conversation
@@ -297,7 +303,13 @@ class ChatService:
     ) -> AnswerAccumulator:
         """Feed one agent stream into the reply until it ends, fails, or /stop arrives."""
         answer = AnswerAccumulator()
-        request = AgentRequest(text=incoming.text, user=run.end_user, conversation=conversation)
+        request = AgentRequest(
+            text=incoming.text,
+            user=run.end_user,
+            conversation=conversation,
+            parent_message_id=await self._branch_point(run, incoming),
+            history=await self._history(run),
+        )
 
         async def pump() -> None:
             async with contextlib.aclosing(run.client.stream(request)) as events:
@@ -327,6 +339,22 @@ class ChatService:
             pumping.result()  # an adapter bug surfaces here, and is handled by _answer
         return answer
 
+    async def _branch_point(self, run: _Run, incoming: Incoming) -> str | None:
+        """The earlier answer to continue from, when the user replied to one (and the agent
+        can continue from any answer, not only the latest)."""
+        if incoming.reply_to_message_id is None or not isinstance(run.client, SupportsBranching):
+            return None
+        record = await self._storage.answers.get(run.scope, incoming.reply_to_message_id)
+        if record is None or record.agent != run.agent:
+            return None
+        return record.agent_message_id
+
+    async def _history(self, run: _Run) -> tuple[ChatTurn, ...]:
+        if not isinstance(run.client, KeepsNoHistory):
+            return ()
+        turns = await self._storage.history.get(run.scope, run.agent)
+        return tuple(ChatTurn(role, content) for role, content in turns)
+
     async def _on_started(self, run: _Run, event: Started) -> None:
         if event.task_id:
             run.task_id = event.task_id
@@ -353,6 +381,13 @@ class ChatService:
         return [q for q in found if q.strip()][:MAX_SUGGESTIONS]
 
     def _footer(self, run: _Run, answer: AnswerAccumulator, stopped: bool) -> RenderedText | None:
+        note = self._note_for(run, answer, stopped)
+        sources = citations(answer.sources) if answer.text.strip() else None
+        if note is None or sources is None:
+            return note or sources
+        return sources + plain("\n\n") + note
+
+    def _note_for(self, run: _Run, answer: AnswerAccumulator, stopped: bool) -> RenderedText | None:
         title = run.client.title
         if stopped:
             return _note(texts.FINISH_NOTES[FinishReason.STOPPED])
@@ -376,6 +411,14 @@ class ChatService:
         conversation = answer.conversation
         if conversation and run.keep_conversation:
             await self._storage.conversations.set(run.scope, run.agent, conversation)
+        if isinstance(run.client, KeepsNoHistory) and run.keep_conversation and answer.text:
+            limits = run.client.history_limits
+            await self._storage.history.append(
+                run.scope,
+                run.agent,
+                [("user", incoming.text), ("assistant", answer.text)],
+                keep=max(2, 2 * limits.max_turns),
+            )
         if not message_ids or answer.message_id is None:
             return
         await self._storage.answers.save(
