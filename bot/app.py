@@ -118,7 +118,9 @@ async def create_app(
         replica=replica_name(settings),
         stream_settings=StreamSettings(mode=settings.stream_mode),
     )
-    feedback_service = FeedbackService(agents=agents, storage=storage, sender=sender)
+    feedback_service = FeedbackService(
+        agents=agents, storage=storage, sender=sender, find_answer=chat_service.find_answer
+    )
 
     dispatcher = Dispatcher(
         chat_service=chat_service,

@@ -89,6 +89,7 @@ class _Run:
     user_id: int = 0  # who asked
     draft_id: int | None = None
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    remembered: asyncio.Event = field(default_factory=asyncio.Event)  # its record is saved
     keep_conversation: bool = True  # False after /reset during the answer
     task_id: str | None = None
 
@@ -97,6 +98,7 @@ class ChatService:
     STOP_CALL_TIMEOUT = 5.0
     SUGGESTIONS_TIMEOUT = 4.0
     SHUTDOWN_GRACE = 10.0  # seconds to let stopped answers reach their final state
+    RECORD_WAIT = 5.0  # seconds a button press waits for its answer's record
 
     def __init__(
         self,
@@ -173,9 +175,20 @@ class ChatService:
         client = self._agents.get(agent)
         return client.title if client else agent
 
+    async def find_answer(self, scope: ChatScope, message_id: int) -> AnswerRecord | None:
+        """The record of an answer the bot sent. A button pressed the instant the final message
+        appeared can beat the record's write by a few milliseconds: wait for it then."""
+        record = await self._storage.answers.get(scope, message_id)
+        run = self._runs.get(scope.key)
+        if record is None and run is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.remembered.wait(), self.RECORD_WAIT)
+            record = await self._storage.answers.get(scope, message_id)
+        return record
+
     async def find_suggestion(self, scope: ChatScope, message_id: int, index: int) -> str | None:
         """The suggested question behind a button under an earlier answer, if still known."""
-        record = await self._storage.answers.get(scope, message_id)
+        record = await self.find_answer(scope, message_id)
         if record is None or not 0 <= index < len(record.suggestions):
             return None
         return record.suggestions[index]
@@ -293,6 +306,7 @@ class ChatService:
             reasoning=answer.reasoning,
         )
         await self._remember(run, incoming, answer, message_ids, suggestions)
+        run.remembered.set()
 
     async def _stream(
         self,

@@ -14,18 +14,27 @@ from bot.agents.base import AgentError, AnswerRef, Rating, SupportsFeedback
 from bot.agents.registry import AgentDirectory
 from bot.keyboards import answer_keyboard
 from bot.streaming.sender import ChatSender, DeliveryFailed
-from storage import ChatScope, Storage
+from storage import AnswerRecord, ChatScope, Storage
 
 logger = logging.getLogger("relaygram.feedback")
 
 Acknowledge = Callable[[str], Awaitable[object]]
+FindAnswer = Callable[[ChatScope, int], Awaitable[AnswerRecord | None]]
 
 
 class FeedbackService:
-    def __init__(self, *, agents: AgentDirectory, storage: Storage, sender: ChatSender) -> None:
+    def __init__(
+        self,
+        *,
+        agents: AgentDirectory,
+        storage: Storage,
+        sender: ChatSender,
+        find_answer: FindAnswer,
+    ) -> None:
         self._agents = agents
         self._storage = storage
         self._sender = sender
+        self._find_answer = find_answer
 
     async def rate(
         self,
@@ -38,7 +47,7 @@ class FeedbackService:
         """Apply a button press. `acknowledge` gets the short notice for the user at once;
         the button is updated afterwards (that edit may wait for the chat's flood budget).
         """
-        record = await self._storage.answers.get(scope, message_id)
+        record = await self._find_answer(scope, message_id)
         if record is None or record.agent_message_id is None:
             await acknowledge(texts.FEEDBACK_UNKNOWN)
             return
