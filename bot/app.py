@@ -7,8 +7,11 @@ what they exercise is what runs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import signal
 import socket
 from dataclasses import dataclass
 
@@ -18,17 +21,28 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.types import BotCommand, BotCommandScopeAllPrivateChats, ErrorEvent
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import (
+    BotCommand,
+    BotCommandScopeAllGroupChats,
+    BotCommandScopeAllPrivateChats,
+    BotCommandScopeChat,
+    ErrorEvent,
+)
 
 from bot import texts
 from bot.agents.registry import AgentDirectory
-from bot.config import AgentsConfig, Settings
+from bot.config import AgentsConfig, Settings, load_agents
+from bot.services.access import AccessPolicy, AccessService
 from bot.services.chat import ChatService, StreamSettings
 from bot.services.feedback import FeedbackService
+from bot.services.operators import AgentsLoader, OperatorService
+from bot.services.routing import AgentRouting
 from bot.streaming.clock import Clock, MonotonicClock
 from bot.streaming.scheduler import FloodLimits, FloodScheduler, SharedBudget
 from bot.streaming.sender import ChatSender, DeliveryFailed, Target
 from handlers import get_routers
+from handlers.middlewares import AllowlistMiddleware
 from storage import Storage, open_redis
 
 logger = logging.getLogger("relaygram.app")
@@ -41,6 +55,7 @@ class Relaygram:
     storage: Storage
     agents: AgentDirectory
     chat_service: ChatService
+    operator_service: OperatorService
     sender: ChatSender
     http: httpx.AsyncClient
     embedded_storage: bool
@@ -48,6 +63,11 @@ class Relaygram:
     _owns_redis: bool
 
     async def run_polling(self) -> None:
+        # SIGHUP reloads the agents file, as /reload does; a broken file is logged and ignored.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGHUP, self.operator_service.reload
+            )
         await self.dispatcher.start_polling(
             self.bot, allowed_updates=self.dispatcher.resolve_used_update_types()
         )
@@ -84,6 +104,7 @@ async def create_app(
     http: httpx.AsyncClient | None = None,
     clock: Clock | None = None,
     flood_limits: FloodLimits | None = None,
+    agents_loader: AgentsLoader | None = None,
 ) -> Relaygram:
     token = settings.require_bot_token().get_secret_value()
     if session is None:
@@ -110,8 +131,10 @@ async def create_app(
     limits = flood_limits or FloodLimits(bot_per_second=settings.bot_requests_per_second)
     budget = SharedBudget(storage.bot_budget, bot.id, clock, limits.bot_per_second)
     sender = ChatSender(bot, FloodScheduler(clock, limits, budget), clock)
+    routing = AgentRouting(agents, storage.chat_prefs)
     chat_service = ChatService(
         agents=agents,
+        routing=routing,
         storage=storage,
         sender=sender,
         clock=clock,
@@ -122,12 +145,36 @@ async def create_app(
         agents=agents, storage=storage, sender=sender, find_answer=chat_service.find_answer
     )
 
+    operator_service = OperatorService(
+        agents=agents,
+        routing=routing,
+        storage=storage,
+        operators=settings.operators,
+        load_agents=agents_loader or (lambda: load_agents(settings.agents_file)),
+    )
+    access_service = AccessService(
+        AccessPolicy(
+            operators=settings.operators,
+            allowed_users=settings.allowed_users,
+            allowed_chats=settings.allowed_chats,
+            per_minute=settings.rate_limit_per_minute,
+            max_length=settings.max_message_length,
+        ),
+        storage,
+    )
+
     dispatcher = Dispatcher(
         chat_service=chat_service,
         feedback_service=feedback_service,
+        operator_service=operator_service,
+        access_service=access_service,
         sender=sender,
         agents=agents,
+        store=storage,  # not "storage": that name is aiogram's FSM storage
     )
+    allowlist = AllowlistMiddleware()
+    dispatcher.message.outer_middleware(allowlist)
+    dispatcher.callback_query.outer_middleware(allowlist)
     dispatcher.include_routers(*get_routers())
     dispatcher.errors.register(_on_unhandled_error)
     dispatcher.startup.register(_register_commands)
@@ -139,6 +186,7 @@ async def create_app(
         storage=storage,
         agents=agents,
         chat_service=chat_service,
+        operator_service=operator_service,
         sender=sender,
         http=http,
         embedded_storage=embedded,
@@ -147,12 +195,26 @@ async def create_app(
     )
 
 
-async def _register_commands(bot: Bot) -> None:
-    commands = [
-        BotCommand(command=name, description=description)
-        for name, description in texts.COMMAND_DESCRIPTIONS.items()
-    ]
-    await bot.set_my_commands(commands, scope=BotCommandScopeAllPrivateChats())
+async def _register_commands(bot: Bot, operator_service: OperatorService) -> None:
+    """The command menu per scope: users see theirs, operators also see the operator commands
+    (in their private chat with the bot); nobody else ever sees those."""
+    private = _commands(texts.COMMAND_DESCRIPTIONS)
+    await bot.set_my_commands(private, scope=BotCommandScopeAllPrivateChats())
+    await bot.set_my_commands(
+        _commands(texts.GROUP_COMMAND_DESCRIPTIONS), scope=BotCommandScopeAllGroupChats()
+    )
+    for operator in sorted(operator_service.operators):
+        try:
+            await bot.set_my_commands(
+                private + _commands(texts.OPERATOR_COMMAND_DESCRIPTIONS),
+                scope=BotCommandScopeChat(chat_id=operator),
+            )
+        except TelegramAPIError as exc:  # the operator never started the bot: no chat yet
+            logger.warning("cannot set operator commands for %s: %s", operator, exc.message)
+
+
+def _commands(descriptions: dict[str, str]) -> list[BotCommand]:
+    return [BotCommand(command=name, description=text) for name, text in descriptions.items()]
 
 
 async def _on_unhandled_error(event: ErrorEvent, sender: ChatSender) -> bool:

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     stream_mode: Literal["auto", "draft", "edit"] = "auto"
     # The bot-wide Telegram budget, shared by every process of the bot through Redis.
     bot_requests_per_second: float = Field(default=30.0, gt=0, le=1000)
+    # Access and abuse: empty allowlists mean everyone; 0 disables the rate limit.
+    allowed_users: Annotated[frozenset[int], NoDecode] = frozenset()
+    allowed_chats: Annotated[frozenset[int], NoDecode] = frozenset()
+    rate_limit_per_minute: int = Field(default=20, ge=0)
+    max_message_length: int = Field(default=4000, ge=1)
 
     # Planned production settings (DESIGN.md §2); accepted now so deployments can set them.
     webhook_url: str | None = None
@@ -59,7 +64,7 @@ class Settings(BaseSettings):
     http_port: int = 8080
     replica_id: str | None = None
 
-    @field_validator("operators", mode="before")
+    @field_validator("operators", "allowed_users", "allowed_chats", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
         if isinstance(value, str):
@@ -67,7 +72,7 @@ class Settings(BaseSettings):
             try:
                 return frozenset(int(p) for p in parts)
             except ValueError:
-                raise ValueError("must be comma-separated Telegram user ids") from None
+                raise ValueError("must be comma-separated Telegram ids") from None
         return value
 
     @field_validator("telegram_api_url")

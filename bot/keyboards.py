@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
@@ -22,6 +22,12 @@ class StopCallback(CallbackData, prefix="rg1st"):
     """⏹ under an answer that is still being written (send + edit mode)."""
 
 
+class AgentCallback(CallbackData, prefix="rg1ag"):
+    """An operator picking the agent for a chat (`/agent` without a name)."""
+
+    name: str
+
+
 class SuggestionCallback(CallbackData, prefix="rg1sq"):
     # The question itself lives in the answer record: callback data is limited to 64 bytes.
     index: int
@@ -31,14 +37,21 @@ def answer_keyboard(
     *,
     feedback: bool,
     selected: str | None = None,
+    counts: Mapping[str, int] | None = None,
     suggestions: Sequence[str] = (),
 ) -> InlineKeyboardMarkup | None:
+    """Rating buttons (with the user's choice marked in a private chat, or everyone's totals in
+    a group) and up to three suggested questions."""
     rows: list[list[InlineKeyboardButton]] = []
     if feedback:
         rows.append(
             [
                 InlineKeyboardButton(
-                    text=texts.feedback_button(rating.value, selected == rating.value),
+                    text=texts.feedback_button(
+                        rating.value,
+                        selected == rating.value,
+                        counts.get(rating.value, 0) if counts is not None else None,
+                    ),
                     callback_data=FeedbackCallback(rating=rating).pack(),
                 )
                 for rating in (Rating.LIKE, Rating.DISLIKE)

@@ -28,12 +28,59 @@ COMMAND_DESCRIPTIONS = {
     "reset": "Start a new conversation",
     "stop": "Stop the answer being written",
 }
+GROUP_COMMAND_DESCRIPTIONS = {
+    "help": "What this bot can do",
+    "reset": "Start a new conversation in this chat",
+    "stop": "Stop the answer being written",
+}
+OPERATOR_COMMAND_DESCRIPTIONS = {
+    "agents": "List the agents",
+    "agent": "Switch the agent serving a chat",
+    "stats": "Answers, ratings and timings per agent",
+    "reload": "Reload the agents file",
+    "mode": "In a group: answer mentions only, or all messages",
+}
+
+OPERATORS_ONLY = "This command is for the bot's operators."
+NOT_ALLOWED = "Sorry, this bot is private. Ask its operator for access."
+RATE_LIMITED = "You are writing faster than I can answer. Please wait {seconds} s and try again."
+TOO_LONG = (
+    "Your message is {length} characters long; the limit is {limit}. Please shorten it or "
+    "split it into parts."
+)
+STOP_NOT_YOURS = "Only the person who asked (or a chat admin) can stop this answer."
+AGENTS_HEADER = "Agents (▶ serves this chat):"
+AGENT_LINE = "{marker} {name} — {title} [{platform}]{default}"
+AGENT_DEFAULT_MARK = " (default)"
+AGENT_PICK = "Which agent should serve this chat? Now: {current}."
+AGENT_SWITCHED = "✅ {title} now serves this chat. Its earlier conversation here continues."
+AGENT_ALREADY = "{title} already serves this chat."
+AGENT_UNKNOWN = "There is no agent called {name}. Known: {known}."
+RELOADED = "✅ Agents file reloaded: {agents}."
+RELOAD_FAILED = (
+    "❌ The agents file was rejected; the previous configuration keeps running.\n{reason}"
+)
+MODE_USAGE = "Usage: /mode mention (answer when mentioned or replied to) or /mode all."
+MODE_SET = {
+    "mention": "OK: in this chat I answer when mentioned or replied to.",
+    "all": "OK: in this chat I answer every message.",
+}
+MODE_GROUPS_ONLY = "/mode is for groups: in a private chat I answer every message."
+STATS_USAGE = "Usage: /stats [window], e.g. /stats 24h or /stats 30d (default 7d, at most 90d)."
+STATS_HEADER = "📊 Last {window}:"
+STATS_AGENT = (
+    "{title} [{name}]: {answers} answers, {errors} errors, {stopped} stopped; "
+    "👍 {likes} 👎 {dislikes}{ratio}; first text {first}, complete {total} (medians)"
+)
+STATS_RATIO = " ({percent}% liked)"
+STATS_NONE = "—"
+STATS_PLATFORM = "  {platform}: {summary}"
+STATS_PLATFORM_FAILED = "  platform statistics unavailable ({reason})"
 
 RESET_DONE = "🧹 Done — your next message starts a new conversation with {agent}."
 NOTHING_TO_STOP = "There is no answer being written right now."
 STOP_BUTTON = "⏹ Stop"
 STOPPING = "Stopping…"
-STOP_NOT_ALLOWED = "Only the person who asked can stop this answer."
 MENTION_ONLY = "Yes? Write your question after the mention, or reply to one of my messages."
 TEXT_ONLY = "I can read text messages only for now — please send your question as text."
 CONVERSATION_RESTARTED = (
@@ -82,6 +129,8 @@ def error_text(error: AgentError, agent: str) -> str:
     return _ERRORS.get(error.kind, _GENERIC_ERROR).format(agent=agent)
 
 
-def feedback_button(rating: str, selected: bool) -> str:
+def feedback_button(rating: str, selected: bool, count: int | None = None) -> str:
     icon = "👍" if rating == "like" else "👎"
+    if count:
+        return f"{icon} {count}"
     return f"{icon} ✓" if selected else icon

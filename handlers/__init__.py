@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import callbacks, commands, generation, messages
+from handlers import callbacks, commands, generation, messages, operators
 
 
 def get_routers() -> list[Router]:
     # Order matters: commands before the catch-all text handler.
     return [
+        operators.create_router(),
         commands.create_router(),
         callbacks.create_router(),
         generation.create_router(),

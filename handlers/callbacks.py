@@ -11,6 +11,8 @@ from bot import texts
 from bot.keyboards import FeedbackCallback, StopCallback, SuggestionCallback
 from bot.services.chat import ChatService, StopOutcome
 from bot.services.feedback import FeedbackService
+from bot.services.operators import OperatorService
+from handlers.permissions import moderator_check
 from handlers.scope import is_private, scope_of
 
 logger = logging.getLogger("relaygram.handlers")
@@ -70,15 +72,22 @@ async def ask_suggestion(
 _STOP_NOTICES = {
     StopOutcome.STOPPED: texts.STOPPING,
     StopOutcome.NOTHING_RUNNING: texts.NOTHING_TO_STOP,
-    StopOutcome.NOT_ALLOWED: texts.STOP_NOT_ALLOWED,
+    StopOutcome.NOT_ALLOWED: texts.STOP_NOT_YOURS,
 }
 
 
-async def stop_answer(query: CallbackQuery, bot: Bot, chat_service: ChatService) -> None:
+async def stop_answer(
+    query: CallbackQuery,
+    bot: Bot,
+    chat_service: ChatService,
+    operator_service: OperatorService,
+) -> None:
     if not isinstance(query.message, Message):
         await query.answer(texts.BUTTON_EXPIRED)
         return
-    outcome = await chat_service.stop(scope_of(query.message, bot.id), query.from_user.id)
+    user_id = query.from_user.id
+    privilege = moderator_check(bot, query.message.chat.id, user_id, operator_service)
+    outcome = await chat_service.stop(scope_of(query.message, bot.id), user_id, privilege)
     await query.answer(_STOP_NOTICES[outcome])
 
 

@@ -8,7 +8,9 @@ from aiogram.types import Message
 
 from bot import texts
 from bot.services.chat import ChatService, StopOutcome
+from bot.services.operators import OperatorService
 from bot.streaming.sender import ChatSender
+from handlers.permissions import moderator_check
 from handlers.scope import scope_of, target_of
 
 
@@ -37,7 +39,19 @@ async def reset(message: Message, bot: Bot, chat_service: ChatService, sender: C
     await sender.say(target_of(message), texts.RESET_DONE.format(agent=title))
 
 
-async def stop(message: Message, bot: Bot, chat_service: ChatService, sender: ChatSender) -> None:
-    outcome = await chat_service.stop(scope_of(message, bot.id))
+async def stop(
+    message: Message,
+    bot: Bot,
+    chat_service: ChatService,
+    operator_service: OperatorService,
+    sender: ChatSender,
+) -> None:
+    user_id = message.from_user.id if message.from_user else None
+    privilege = (
+        moderator_check(bot, message.chat.id, user_id, operator_service) if user_id else None
+    )
+    outcome = await chat_service.stop(scope_of(message, bot.id), user_id, privilege)
     if outcome is StopOutcome.NOTHING_RUNNING:
         await sender.say(target_of(message), texts.NOTHING_TO_STOP)
+    elif outcome is StopOutcome.NOT_ALLOWED:
+        await sender.say(target_of(message), texts.STOP_NOT_YOURS)

@@ -8,14 +8,18 @@ from aiogram import Bot
 from aiogram.filters import Filter
 from aiogram.types import Message
 
+from handlers.scope import scope_of
+from storage import Storage
+
 
 class AddressedToBot(Filter):
-    """True in private chats; in groups only when the bot is mentioned or replied to.
+    """True in private chats; in groups when the bot is mentioned or replied to, or for every
+    message when an operator set the group's mode to "all".
 
     Passes `question`: the text with the bot's @mention removed, to the handler.
     """
 
-    async def __call__(self, message: Message, bot: Bot) -> bool | dict[str, Any]:
+    async def __call__(self, message: Message, bot: Bot, store: Storage) -> bool | dict[str, Any]:
         text = message.text or message.caption or ""
         if message.chat.type == "private":
             return {"question": text}
@@ -31,6 +35,10 @@ class AddressedToBot(Filter):
         if mentioned or _replies_to_bot(message, bot.id):
             question = _strip_mention(text, mention) if mention else text
             return {"question": question}
+        # An operator may have set this group to "all": every message is a question.
+        prefs = await store.chat_prefs.get(scope_of(message, bot.id))
+        if prefs.mode == "all" and not text.startswith("/"):
+            return {"question": text}
         return False
 
 

@@ -8,6 +8,7 @@ from aiogram import Bot, F, Router
 from aiogram.types import Message
 
 from bot import texts
+from bot.services.access import AccessService, Verdict
 from bot.services.chat import ChatService, Incoming
 from bot.streaming.sender import ChatSender
 from handlers.filters import AddressedToBot
@@ -25,11 +26,28 @@ def create_router() -> Router:
 
 
 async def text_message(
-    message: Message, question: str, bot: Bot, chat_service: ChatService, sender: ChatSender
+    message: Message,
+    question: str,
+    bot: Bot,
+    chat_service: ChatService,
+    access_service: AccessService,
+    sender: ChatSender,
 ) -> None:
     assert message.from_user is not None  # guaranteed by the F.from_user filter
     if not question.strip():  # only the @mention: nothing to ask
         await sender.say(target_of(message), texts.MENTION_ONLY)
+        return
+    decision = await access_service.check_question(bot.id, message.from_user.id, question)
+    if decision.verdict is Verdict.TOO_LONG:
+        limit = access_service.policy.max_length
+        await sender.say(
+            target_of(message), texts.TOO_LONG.format(length=len(question), limit=limit)
+        )
+        return
+    if decision.verdict is Verdict.RATE_LIMITED:
+        await sender.say(
+            target_of(message), texts.RATE_LIMITED.format(seconds=decision.wait_seconds)
+        )
         return
     await chat_service.ask(
         Incoming(

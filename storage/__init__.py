@@ -30,6 +30,7 @@ from storage.base import (
     ConversationStore,
     FeedbackStore,
     HistoryStore,
+    NoticeStore,
     RateLimiter,
     RunningAnswer,
     RunStore,
@@ -44,6 +45,7 @@ from storage.redis_extra import (
     RedisBotBudgetStore,
     RedisChatPrefsStore,
     RedisHistoryStore,
+    RedisNoticeStore,
     RedisRateLimiter,
     RedisStatsStore,
 )
@@ -82,6 +84,7 @@ __all__ = [
     "FeedbackStore",
     "HistoryStore",
     "KeySpace",
+    "NoticeStore",
     "RateLimiter",
     "RunStore",
     "RunningAnswer",
@@ -115,6 +118,7 @@ class Storage:
     rate_limits: RateLimiter
     stats: StatsStore
     bot_budget: BotBudgetStore
+    notices: NoticeStore
 
     @classmethod
     def on_redis(cls, redis: Redis, keys: KeySpace | None = None) -> Storage:
@@ -131,6 +135,7 @@ class Storage:
             rate_limits=RedisRateLimiter(redis, keys),
             stats=RedisStatsStore(redis, keys),
             bot_budget=RedisBotBudgetStore(redis, keys),
+            notices=RedisNoticeStore(redis, keys),
         )
 
 

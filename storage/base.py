@@ -232,3 +232,11 @@ class BotBudgetStore(Protocol):
     async def claim(self, bot_id: int, slot: int) -> bool:
         """Claim one slot; False if another process (or this one) already has it."""
         ...
+
+
+class NoticeStore(Protocol):
+    """Remembers that a one-time notice was given, so it is given once, not on every message."""
+
+    async def first_time(self, bot_id: int, kind: str, subject: int, ttl: int) -> bool:
+        """True the first time for (bot, kind, subject) within `ttl` seconds, then False."""
+        ...

@@ -67,6 +67,10 @@ class KeySpace:
         """The preferences chosen for one chat scope (a hash: agent, mode, language)."""
         return f"{self.prefix}prefs:{scope.key}"
 
+    def notice(self, bot_id: int, kind: str, subject: int) -> str:
+        """That a one-time notice of `kind` was given to `subject` (a user or chat id)."""
+        return f"{self.prefix}notice:{bot_id}:{kind}:{subject}"
+
     def budget_slot(self, bot_id: int, slot: int) -> str:
         """One time slot of the bot-wide Telegram budget (a counter that expires quickly)."""
         return f"{self.prefix}budget:{bot_id}:{slot}"

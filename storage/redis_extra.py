@@ -428,3 +428,19 @@ class RedisBotBudgetStore:
             pipe.pexpire(key, self._ttl_ms)
             count, _ = await pipe.execute()
         return int(count) == 1
+
+
+class RedisNoticeStore:
+    """`NoticeStore`: SET NX with an expiry; whoever sets the key first gives the notice."""
+
+    __slots__ = ("_keys", "_redis")
+
+    def __init__(self, redis: Redis, keys: KeySpace) -> None:
+        self._redis = redis
+        self._keys = keys
+
+    async def first_time(self, bot_id: int, kind: str, subject: int, ttl: int) -> bool:
+        created = await self._redis.set(
+            self._keys.notice(bot_id, kind, subject), "1", nx=True, ex=ttl
+        )
+        return bool(created)

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 
 class FinishReason(StrEnum):
@@ -286,6 +287,15 @@ class SupportsSuggestions(Protocol):
     async def suggestions(self, answer: AnswerRef) -> list[str]:
         """Follow-up questions; an empty list when the app has the feature off."""
         ...
+
+
+@runtime_checkable
+class SupportsStatistics(Protocol):
+    """The platform's own usage statistics (Dify console): endpoint name -> rows."""
+
+    async def statistics(
+        self, start: datetime, end: datetime
+    ) -> dict[str, list[dict[str, Any]]]: ...
 
 
 @dataclass(slots=True)

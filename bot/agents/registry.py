@@ -41,11 +41,24 @@ def build_client(config: AgentConfig, http: httpx.AsyncClient) -> AgentClient:
 
 
 class AgentDirectory:
-    """The configured agents, each with its client; built once from the agents file."""
+    """The configured agents, each with its client. `replace` swaps in a reloaded agents file:
+    answers already running keep the client they started with."""
 
     def __init__(self, config: AgentsConfig, http: httpx.AsyncClient) -> None:
+        self._http = http
         self.config = config
-        self._clients = {name: build_client(cfg, http) for name, cfg in config.agents.items()}
+        self._clients = self._build(config)
+
+    def _build(self, config: AgentsConfig) -> dict[str, AgentClient]:
+        return {name: build_client(cfg, self._http) for name, cfg in config.agents.items()}
+
+    def replace(self, config: AgentsConfig) -> None:
+        """Use a new agents file. Raises ConfigError (and changes nothing) if it cannot be used."""
+        clients = self._build(config)
+        self.config, self._clients = config, clients
+
+    def names(self) -> list[str]:
+        return list(self._clients)
 
     @property
     def default(self) -> str:

@@ -14,10 +14,12 @@ import logging
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
 from aiogram.types import InlineKeyboardMarkup, MessageEntity
+from redis.exceptions import RedisError
 
 from bot import texts
 from bot.agents.base import (
@@ -42,6 +44,7 @@ from bot.agents.base import (
 from bot.agents.registry import AgentDirectory
 from bot.keyboards import MAX_SUGGESTIONS, answer_keyboard, stop_keyboard
 from bot.services.lanes import Lanes
+from bot.services.routing import AgentRouting
 from bot.streaming.citations import citations
 from bot.streaming.clock import Clock
 from bot.streaming.render import RenderedText, plain, utf16_len
@@ -50,6 +53,9 @@ from bot.streaming.sender import ChatSender, Target
 from storage import AnswerRecord, ChatScope, RunningAnswer, Storage
 
 logger = logging.getLogger("relaygram.chat")
+
+
+Privilege = Callable[[], Awaitable[bool]]
 
 
 class StopOutcome(Enum):
@@ -104,6 +110,7 @@ class ChatService:
         self,
         *,
         agents: AgentDirectory,
+        routing: AgentRouting,
         storage: Storage,
         sender: ChatSender,
         clock: Clock,
@@ -111,6 +118,7 @@ class ChatService:
         stream_settings: StreamSettings | None = None,
     ) -> None:
         self._agents = agents
+        self._routing = routing
         self._storage = storage
         self._sender = sender
         self._clock = clock
@@ -135,22 +143,32 @@ class ChatService:
         async with self._lanes.hold(incoming.scope.key):
             await self._answer(incoming)
 
-    async def stop(self, scope: ChatScope, user_id: int | None = None) -> StopOutcome:
+    async def stop(
+        self,
+        scope: ChatScope,
+        user_id: int | None = None,
+        may_stop_others: Privilege | None = None,
+    ) -> StopOutcome:
         """Stop the answer running in this chat, here or on another replica.
 
-        With `user_id`, only that user's own answer is stopped (a ⏹ button in a group).
+        With `user_id`, someone else's answer is stopped only if `may_stop_others()` says so
+        (an operator or a chat admin); asked lazily, since it may cost a Bot API call.
         """
         run = self._runs.get(scope.key)
+        asker = run.user_id if run is not None else None
+        remote = None
+        if run is None:
+            remote = await self._storage.runs.get(scope)
+            if remote is None:
+                return StopOutcome.NOTHING_RUNNING
+            asker = remote.user_id
+        someone_else = user_id is not None and user_id != asker
+        if someone_else and (may_stop_others is None or not await may_stop_others()):
+            return StopOutcome.NOT_ALLOWED
         if run is not None:
-            if user_id is not None and user_id != run.user_id:
-                return StopOutcome.NOT_ALLOWED
             run.stop_requested.set()
             return StopOutcome.STOPPED
-        remote = await self._storage.runs.get(scope)
-        if remote is None:
-            return StopOutcome.NOTHING_RUNNING
-        if user_id is not None and user_id != remote.user_id:
-            return StopOutcome.NOT_ALLOWED
+        assert remote is not None
         client = self._agents.get(remote.agent)
         if remote.task_id and isinstance(client, SupportsStop):
             # The replica reading that stream finishes it when the platform ends it.
@@ -214,7 +232,7 @@ class ChatService:
     # --- one answer ----------------------------------------------------------------------------
 
     async def _agent_for(self, scope: ChatScope) -> str:
-        return self._agents.default
+        return await self._routing.current(scope)
 
     @staticmethod
     def _end_user(incoming: Incoming) -> str:
@@ -307,6 +325,29 @@ class ChatService:
         )
         await self._remember(run, incoming, answer, message_ids, suggestions)
         run.remembered.set()
+        await self._record_stats(run, answer, reply, started_at, stopped)
+
+    async def _record_stats(
+        self,
+        run: _Run,
+        answer: AnswerAccumulator,
+        reply: ReplyStream,
+        started_at: float,
+        stopped: bool,
+    ) -> None:
+        outcome = "stopped" if stopped else "error" if answer.error is not None else "ok"
+        first = reply.first_text_at - started_at if reply.first_text_at is not None else None
+        try:
+            await self._storage.stats.record_answer(
+                run.scope.bot_id,
+                run.agent,
+                at=time.time(),
+                first_text_s=first,
+                total_s=self._clock.now() - started_at,
+                outcome=outcome,
+            )
+        except RedisError as exc:  # statistics must never break an answer
+            logger.warning("could not record statistics: %s", exc)
 
     async def _stream(
         self,

@@ -5,9 +5,11 @@ button. Pressing the same choice again takes the rating back (where the platform
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiogram.exceptions import TelegramBadRequest
+from redis.exceptions import RedisError
 
 from bot import texts
 from bot.agents.base import AgentError, AnswerRef, Rating, SupportsFeedback
@@ -58,22 +60,34 @@ class FeedbackService:
             return
         current = await self._storage.feedback.get(scope, message_id, user_id)
         new = None if current == rating.value else rating
-        if new is None and not client.feedback_clearable:
-            await acknowledge(texts.FEEDBACK_CANNOT_CLEAR.format(agent=title))
-            return
-        ref = AnswerRef(record.agent_message_id, record.end_user, record.conversation)
-        try:
-            await client.feedback(ref, new)
-        except AgentError as exc:
-            logger.warning("feedback to agent %s failed: %s", record.agent, exc)
-            await acknowledge(texts.FEEDBACK_FAILED.format(agent=title))
-            return
+        counts = await self._storage.feedback.counts(scope, message_id)
+        after = _recount(counts, current, new.value if new else None)
+        # A private chat's rating is the user's own. In a group each person's rating counts
+        # once and the platform, which holds one rating per answer, gets the majority's.
+        group = scope.chat_id < 0
+        verdict = _majority(after) if group else new
+        changed = verdict != (_majority(counts) if group else _parse(current))
+        if changed and verdict is None and not client.feedback_clearable:
+            if not group:
+                await acknowledge(texts.FEEDBACK_CANNOT_CLEAR.format(agent=title))
+                return
+            changed = False  # the platform keeps the last majority; the counts still change
+        if changed:
+            ref = AnswerRef(record.agent_message_id, record.end_user, record.conversation)
+            try:
+                await client.feedback(ref, verdict)
+            except AgentError as exc:
+                logger.warning("feedback to agent %s failed: %s", record.agent, exc)
+                await acknowledge(texts.FEEDBACK_FAILED.format(agent=title))
+                return
         await self._storage.feedback.set(
             scope, message_id, user_id, new.value if new is not None else None
         )
+        await self._record(scope, record.agent, current, new)
         logger.info(
-            "feedback %s on agent %s message %s in chat %s",
+            "feedback %s by user %s on agent %s message %s in chat %s",
             new.value if new else "cleared",
+            user_id,
             record.agent,
             record.agent_message_id,
             scope.chat_id,
@@ -81,10 +95,41 @@ class FeedbackService:
         await acknowledge(texts.FEEDBACK_THANKS[new.value] if new else texts.FEEDBACK_CLEARED)
         markup = answer_keyboard(
             feedback=True,
-            selected=new.value if new else None,
+            selected=None if group else (new.value if new else None),
+            counts=after if group else None,
             suggestions=record.suggestions,
         )
         try:
             await self._sender.edit_markup(scope.chat_id, record.message_ids[-1], markup)
         except (DeliveryFailed, TelegramBadRequest) as exc:
             logger.warning("could not update rating buttons in chat %s: %s", scope.chat_id, exc)
+
+    async def _record(
+        self, scope: ChatScope, agent: str, old: str | None, new: Rating | None
+    ) -> None:
+        try:
+            await self._storage.stats.record_rating(
+                scope.bot_id, agent, at=time.time(), old=old, new=new.value if new else None
+            )
+        except RedisError as exc:  # statistics must never break a rating
+            logger.warning("could not record rating statistics: %s", exc)
+
+
+def _recount(counts: dict[str, int], old: str | None, new: str | None) -> dict[str, int]:
+    after = {rating.value: counts.get(rating.value, 0) for rating in Rating}
+    if old in after:
+        after[old] = max(0, after[old] - 1)
+    if new in after:
+        after[new] += 1
+    return after
+
+
+def _majority(counts: dict[str, int]) -> Rating | None:
+    likes, dislikes = counts.get("like", 0), counts.get("dislike", 0)
+    if likes == dislikes:
+        return None
+    return Rating.LIKE if likes > dislikes else Rating.DISLIKE
+
+
+def _parse(value: str | None) -> Rating | None:
+    return Rating(value) if value in ("like", "dislike") else None

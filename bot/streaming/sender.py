@@ -64,9 +64,11 @@ class ChatSender:
 
     # --- paced: spend budget, retry 429 and network errors ------------------------------------
 
-    async def say(self, target: Target, text: str) -> int:
-        """A short plain-text message from the bot (confirmations, refusals)."""
-        return await self.notice(target, RenderedText(text))
+    async def say(
+        self, target: Target, text: str, markup: InlineKeyboardMarkup | None = None
+    ) -> int:
+        """A short plain-text message from the bot (confirmations, refusals, pickers)."""
+        return await self.notice(target, RenderedText(text), markup)
 
     async def notice(
         self,

@@ -754,6 +754,7 @@ class FakeTelegram:
         self._faults: list[_Fault] = []
         self._chat_hits: dict[int, deque[float]] = {}
         self._chat_buckets: dict[int, _BucketState] = {}
+        self._admins: dict[int, set[int]] = {}
         self._bot_hits: deque[float] = deque()
         self._chat_penalty_until: dict[int, float] = {}
         self._bot_penalty_until = -math.inf
@@ -775,6 +776,7 @@ class FakeTelegram:
             "deletewebhook": self._delete_webhook,
             "getwebhookinfo": self._get_webhook_info,
             "close": self._close,
+            "getchatmember": self._get_chat_member,
             "logout": self._log_out,
         }
 
@@ -802,6 +804,10 @@ class FakeTelegram:
             info = ChatInfo(chat_id, "private" if chat_id > 0 else "supergroup")
             self._chats[chat_id] = info
         return info
+
+    def set_admins(self, chat_id: int, user_ids: set[int]) -> None:
+        """These users are administrators of the group (`getChatMember` says so)."""
+        self._admins[chat_id] = set(user_ids)
 
     def block(self, chat_id: int) -> None:
         """The user blocked the bot: further calls to the chat get 403."""
@@ -1591,6 +1597,33 @@ class FakeTelegram:
 
     async def _close(self, params: dict[str, Any]) -> Any:
         return True
+
+    async def _get_chat_member(self, params: dict[str, Any]) -> Any:
+        chat_id = self._chat_id(params)
+        user_id = self._int(params, "user_id")
+        if user_id is None:
+            raise _ApiError(HTTPStatus.BAD_REQUEST, "Bad Request: user_id is empty")
+        status = "administrator" if user_id in self._admins.get(chat_id, set()) else "member"
+        member: dict[str, Any] = {
+            "status": status,
+            "user": {"id": user_id, "is_bot": False, "first_name": f"User {user_id}"},
+        }
+        if status == "administrator":
+            member.update(
+                can_be_edited=False,
+                is_anonymous=False,
+                can_manage_chat=True,
+                can_delete_messages=True,
+                can_manage_video_chats=True,
+                can_restrict_members=True,
+                can_promote_members=False,
+                can_change_info=True,
+                can_invite_users=True,
+                can_post_stories=False,
+                can_edit_stories=False,
+                can_delete_stories=False,
+            )
+        return member
 
     async def _log_out(self, params: dict[str, Any]) -> Any:
         return True
