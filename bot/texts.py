@@ -87,6 +87,10 @@ CONVERSATION_RESTARTED = (
     "ℹ️ {agent} no longer knows our earlier conversation, so I started a new one."
 )
 SUGGESTION_ASKED = "❓ {question}"
+NO_BRANCHING = (
+    "ℹ️ {agent} can only continue from its latest answer, so I continue the latest "
+    "conversation (not the answer you replied to)."
+)
 EMPTY_ANSWER = "{agent} sent an empty answer."
 INTERNAL_ERROR = "⚠️ Something went wrong on my side. Please try again."
 

@@ -66,10 +66,15 @@ class ConversationStore(Protocol):
 
 class AnswerStore(Protocol):
     async def save(self, scope: ChatScope, record: AnswerRecord) -> None:
-        """Index the record under every Telegram message id it occupies, atomically."""
+        """Index the record under every Telegram message id it occupies, and make it the
+        latest answer of its agent in this scope, atomically."""
         ...
 
     async def get(self, scope: ChatScope, message_id: int) -> AnswerRecord | None: ...
+
+    async def latest(self, scope: ChatScope, agent: str) -> int | None:
+        """The first Telegram message id of the agent's latest answer in this scope."""
+        ...
 
 
 class FeedbackStore(Protocol):

@@ -51,6 +51,10 @@ class KeySpace:
         """The answer record indexed by one of the Telegram message ids it occupies."""
         return f"{self.prefix}answer:{scope.key}:{message_id}"
 
+    def latest_answer(self, scope: ChatScope, agent: str) -> str:
+        """The first message id of an agent's latest answer in a scope (agent name last)."""
+        return f"{self.prefix}latest:{scope.key}:{agent}"
+
     def feedback(self, scope: ChatScope, message_id: int) -> str:
         """The ratings (hash: user id -> rating) of the answer whose message id is given."""
         return f"{self.prefix}feedback:{scope.key}:{message_id}"

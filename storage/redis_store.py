@@ -244,11 +244,17 @@ class RedisAnswerStore:
         async with self._redis.pipeline(transaction=True) as pipe:
             for message_id in record.message_ids:
                 pipe.set(self._keys.answer(scope, message_id), payload, ex=self._ttl)
+            latest = self._keys.latest_answer(scope, record.agent)
+            pipe.set(latest, str(record.message_ids[0]), ex=self._ttl)
             await pipe.execute()
 
     async def get(self, scope: ChatScope, message_id: int) -> AnswerRecord | None:
         key = self._keys.answer(scope, message_id)
         return _decode_or_none(key, await self._redis.get(key), decode_answer)
+
+    async def latest(self, scope: ChatScope, agent: str) -> int | None:
+        raw = _text(await self._redis.get(self._keys.latest_answer(scope, agent)))
+        return int(raw) if raw is not None and raw.isdigit() else None
 
 
 class RedisFeedbackStore:

@@ -293,7 +293,8 @@ class ChatService:
         scope = run.scope
         started_at = self._clock.now()
         conversation = await self._storage.conversations.get(scope, run.agent)
-        answer = await self._stream(run, incoming, conversation, reply)
+        parent = await self._branch_point(run, incoming)
+        answer = await self._stream(run, incoming, conversation, parent, reply)
         if isinstance(answer.error, ConversationNotFound) and not answer.text:
             logger.info("agent %s forgot conversation in chat %s; starting anew", run.agent, scope)
             await self._storage.conversations.clear(scope, run.agent)
@@ -301,7 +302,7 @@ class ChatService:
                 Target(scope.chat_id, scope.thread_id),
                 plain(texts.CONVERSATION_RESTARTED.format(agent=run.client.title)),
             )
-            answer = await self._stream(run, incoming, None, reply)
+            answer = await self._stream(run, incoming, None, None, reply)
 
         stopped = run.stop_requested.is_set()
         if answer.error is not None:
@@ -354,6 +355,7 @@ class ChatService:
         run: _Run,
         incoming: Incoming,
         conversation: str | None,
+        parent: str | None,
         reply: ReplyStream,
     ) -> AnswerAccumulator:
         """Feed one agent stream into the reply until it ends, fails, or /stop arrives."""
@@ -362,7 +364,7 @@ class ChatService:
             text=incoming.text,
             user=run.end_user,
             conversation=conversation,
-            parent_message_id=await self._branch_point(run, incoming),
+            parent_message_id=parent,
             history=await self._history(run),
         )
 
@@ -395,14 +397,22 @@ class ChatService:
         return answer
 
     async def _branch_point(self, run: _Run, incoming: Incoming) -> str | None:
-        """The earlier answer to continue from, when the user replied to one (and the agent
-        can continue from any answer, not only the latest)."""
-        if incoming.reply_to_message_id is None or not isinstance(run.client, SupportsBranching):
+        """The earlier answer to continue from, when the user replied to one. An agent that
+        can only continue its latest answer gets none, and the user is told."""
+        if incoming.reply_to_message_id is None:
             return None
         record = await self._storage.answers.get(run.scope, incoming.reply_to_message_id)
-        if record is None or record.agent != run.agent:
+        if record is None or record.agent != run.agent or record.agent_message_id is None:
             return None
-        return record.agent_message_id
+        if isinstance(run.client, SupportsBranching):
+            return record.agent_message_id
+        latest = await self._storage.answers.latest(run.scope, run.agent)
+        if latest is not None and latest not in record.message_ids:
+            await self._sender.say(
+                Target(run.scope.chat_id, run.scope.thread_id),
+                texts.NO_BRANCHING.format(agent=run.client.title),
+            )
+        return None
 
     async def _history(self, run: _Run) -> tuple[ChatTurn, ...]:
         if not isinstance(run.client, KeepsNoHistory):

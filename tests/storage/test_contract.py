@@ -449,9 +449,37 @@ async def test_every_key_is_versioned_and_inside_the_namespace(
         f"{ns}:v1:answer:{scope}:101",
         f"{ns}:v1:answer:{scope}:102",
         f"{ns}:v1:answer:{scope}:103",
+        f"{ns}:v1:latest:{scope}:support",
         f"{ns}:v1:feedback:{scope}:101",
         f"{ns}:v1:run:{scope}",
     }
+
+
+async def test_the_latest_answer_of_each_agent_is_known(storage: Storage) -> None:
+    assert await storage.answers.latest(TOPIC, "support") is None
+    await storage.answers.save(TOPIC, RECORD)
+    second = AnswerRecord(
+        agent="support",
+        agent_message_id="msg-2",
+        conversation="conv-91c2",
+        user_id=4242,
+        end_user="tg-4242",
+        message_ids=(201, 202),
+    )
+    await storage.answers.save(TOPIC, second)
+    other = AnswerRecord(
+        agent="sales",
+        agent_message_id="msg-3",
+        conversation=None,
+        user_id=4242,
+        end_user="tg-4242",
+        message_ids=(301,),
+    )
+    await storage.answers.save(TOPIC, other)
+
+    assert await storage.answers.latest(TOPIC, "support") == 201
+    assert await storage.answers.latest(TOPIC, "sales") == 301
+    assert await storage.answers.latest(SCOPE, "support") is None, "per topic"
 
 
 # --- key space and opening Redis (backend-independent) ----------------------------------------
