@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -29,10 +30,13 @@ from aiogram.types import (
     BotCommandScopeChat,
     ErrorEvent,
 )
+from aiogram.utils.i18n import I18n
+from babel.support import LazyProxy
 
 from bot import texts
 from bot.agents.registry import AgentDirectory
 from bot.config import AgentsConfig, Settings, load_agents
+from bot.i18n import DEFAULT_LOCALE, LANGUAGES, ChatLanguageMiddleware, create_i18n
 from bot.services.access import AccessPolicy, AccessService
 from bot.services.chat import ChatService, StreamSettings
 from bot.services.feedback import FeedbackService
@@ -43,6 +47,7 @@ from bot.streaming.scheduler import FloodLimits, FloodScheduler, SharedBudget
 from bot.streaming.sender import ChatSender, DeliveryFailed, Target
 from handlers import get_routers
 from handlers.middlewares import AllowlistMiddleware
+from handlers.scope import event_scope
 from storage import Storage, open_redis
 
 logger = logging.getLogger("relaygram.app")
@@ -163,6 +168,7 @@ async def create_app(
         storage,
     )
 
+    i18n = create_i18n()
     dispatcher = Dispatcher(
         chat_service=chat_service,
         feedback_service=feedback_service,
@@ -171,7 +177,10 @@ async def create_app(
         sender=sender,
         agents=agents,
         store=storage,  # not "storage": that name is aiogram's FSM storage
+        i18n=i18n,
     )
+    # First: everything after it, refusals included, speaks the update's language.
+    ChatLanguageMiddleware(i18n, event_scope).register(dispatcher)
     allowlist = AllowlistMiddleware()
     dispatcher.message.outer_middleware(allowlist)
     dispatcher.callback_query.outer_middleware(allowlist)
@@ -195,26 +204,39 @@ async def create_app(
     )
 
 
-async def _register_commands(bot: Bot, operator_service: OperatorService) -> None:
+async def _register_commands(bot: Bot, operator_service: OperatorService, i18n: I18n) -> None:
     """The command menu per scope: users see theirs, operators also see the operator commands
-    (in their private chat with the bot); nobody else ever sees those."""
-    private = _commands(texts.COMMAND_DESCRIPTIONS)
-    await bot.set_my_commands(private, scope=BotCommandScopeAllPrivateChats())
-    await bot.set_my_commands(
-        _commands(texts.GROUP_COMMAND_DESCRIPTIONS), scope=BotCommandScopeAllGroupChats()
-    )
+    (in their private chat with the bot); nobody else ever sees those.
+
+    Each menu is registered in every language: English as the default, and each translation
+    for the users whose Telegram app uses that language."""
+    menus: dict[str | None, tuple[list[BotCommand], list[BotCommand], list[BotCommand]]] = {}
+    with i18n.context():
+        for language in LANGUAGES:
+            with i18n.use_locale(language):
+                private = _commands(texts.COMMAND_DESCRIPTIONS)
+                menus[None if language == DEFAULT_LOCALE else language] = (
+                    private,
+                    _commands(texts.GROUP_COMMAND_DESCRIPTIONS),
+                    private + _commands(texts.OPERATOR_COMMAND_DESCRIPTIONS),
+                )
+    for code, (private, group, _) in menus.items():
+        await bot.set_my_commands(
+            private, scope=BotCommandScopeAllPrivateChats(), language_code=code
+        )
+        await bot.set_my_commands(group, scope=BotCommandScopeAllGroupChats(), language_code=code)
     for operator in sorted(operator_service.operators):
         try:
-            await bot.set_my_commands(
-                private + _commands(texts.OPERATOR_COMMAND_DESCRIPTIONS),
-                scope=BotCommandScopeChat(chat_id=operator),
-            )
+            for code, (_, _, operator_menu) in menus.items():
+                await bot.set_my_commands(
+                    operator_menu, scope=BotCommandScopeChat(chat_id=operator), language_code=code
+                )
         except TelegramAPIError as exc:  # the operator never started the bot: no chat yet
             logger.warning("cannot set operator commands for %s: %s", operator, exc.message)
 
 
-def _commands(descriptions: dict[str, str]) -> list[BotCommand]:
-    return [BotCommand(command=name, description=text) for name, text in descriptions.items()]
+def _commands(descriptions: Mapping[str, LazyProxy]) -> list[BotCommand]:
+    return [BotCommand(command=name, description=str(text)) for name, text in descriptions.items()]
 
 
 async def _on_unhandled_error(event: ErrorEvent, sender: ChatSender) -> bool:
@@ -225,10 +247,10 @@ async def _on_unhandled_error(event: ErrorEvent, sender: ChatSender) -> bool:
         if update.message is not None:
             chat = update.message.chat
             await sender.say(
-                Target(chat.id, update.message.message_thread_id), texts.INTERNAL_ERROR
+                Target(chat.id, update.message.message_thread_id), str(texts.INTERNAL_ERROR)
             )
         elif update.callback_query is not None:
-            await update.callback_query.answer(texts.INTERNAL_ERROR)
+            await update.callback_query.answer(str(texts.INTERNAL_ERROR))
     except (DeliveryFailed, Exception):  # the net must not throw
         logger.exception("could not tell the user about the error")
     return True

@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -202,6 +203,9 @@ class AgentsConfig(BaseModel):
 
     default: str
     agents: dict[str, AgentConfig]
+    # Every value read from the environment through ${NAME}: secret wherever it appears
+    # (a key inside a base_url's query string is as secret as an api_key).
+    _environment_values: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     @model_validator(mode="after")
     def _check(self) -> AgentsConfig:
@@ -217,7 +221,8 @@ class AgentsConfig(BaseModel):
         return self
 
     def secrets(self) -> list[str]:
-        return [s for agent in self.agents.values() for s in agent.secrets()]
+        values = {s for agent in self.agents.values() for s in agent.secrets()}
+        return sorted(values | self._environment_values)
 
 
 def load_agents(path: Path, environ: Mapping[str, str] | None = None) -> AgentsConfig:
@@ -236,7 +241,8 @@ def load_agents(path: Path, environ: Mapping[str, str] | None = None) -> AgentsC
 def parse_agents(
     raw: dict[str, Any], environ: Mapping[str, str], *, source: str = "agents file"
 ) -> AgentsConfig:
-    resolved = _resolve_env(raw, environ, source, ())
+    substituted: set[str] = set()
+    resolved = _resolve_env(raw, environ, source, (), substituted)
     agents = resolved.get("agents")
     if isinstance(agents, dict):
         for name, table in agents.items():
@@ -245,16 +251,27 @@ def parse_agents(
                 if not table.get("title"):
                     table["title"] = name
     try:
-        return AgentsConfig.model_validate(resolved)
+        config = AgentsConfig.model_validate(resolved)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_describe_agents_error(exc)}") from None
+    config._environment_values = frozenset(v for v in substituted if v)
+    return config
 
 
-def _resolve_env(value: Any, environ: Mapping[str, str], source: str, path: tuple[str, ...]) -> Any:
+def _resolve_env(
+    value: Any,
+    environ: Mapping[str, str],
+    source: str,
+    path: tuple[str, ...],
+    substituted: set[str],
+) -> Any:
     if isinstance(value, dict):
-        return {k: _resolve_env(v, environ, source, (*path, str(k))) for k, v in value.items()}
+        return {
+            k: _resolve_env(v, environ, source, (*path, str(k)), substituted)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_resolve_env(v, environ, source, path) for v in value]
+        return [_resolve_env(v, environ, source, path, substituted) for v in value]
     if isinstance(value, str):
 
         def substitute(match: re.Match[str]) -> str:
@@ -265,6 +282,7 @@ def _resolve_env(value: Any, environ: Mapping[str, str], source: str, path: tupl
                     f"{source}: {where} refers to ${{{name}}}, "
                     f"but the environment variable {name} is not set"
                 )
+            substituted.add(environ[name])
             return environ[name]
 
         return _ENV_REFERENCE.sub(substitute, value)

@@ -9,6 +9,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import texts
 from bot.agents.base import Rating
+from bot.i18n import AUTO, LANGUAGE_NAMES
 
 MAX_SUGGESTIONS = 3
 _BUTTON_TEXT_LIMIT = 60
@@ -26,6 +27,12 @@ class AgentCallback(CallbackData, prefix="rg1ag"):
     """An operator picking the agent for a chat (`/agent` without a name)."""
 
     name: str
+
+
+class LanguageCallback(CallbackData, prefix="rg1lg"):
+    """A language picked under /lang: en, ru, zh or auto (checked by the handler)."""
+
+    code: str
 
 
 class SuggestionCallback(CallbackData, prefix="rg1sq"):
@@ -72,7 +79,25 @@ def answer_keyboard(
 def stop_keyboard() -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         inline_keyboard=[
-            [InlineKeyboardButton(text=texts.STOP_BUTTON, callback_data=StopCallback().pack())]
+            [InlineKeyboardButton(text=str(texts.STOP_BUTTON), callback_data=StopCallback().pack())]
+        ]
+    )
+
+
+def language_keyboard(chosen: str | None) -> InlineKeyboardMarkup:
+    """One button per language (each in its own name) and "automatic"; ✓ marks the chat's
+    choice (automatic when there is none)."""
+
+    def button(code: str, label: str) -> InlineKeyboardButton:
+        mark = "✓ " if code == (chosen or AUTO) else ""
+        return InlineKeyboardButton(
+            text=mark + label, callback_data=LanguageCallback(code=code).pack()
+        )
+
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [button(code, name) for code, name in LANGUAGE_NAMES.items()],
+            [button(AUTO, str(texts.LANG_AUTO_BUTTON))],
         ]
     )
 

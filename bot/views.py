@@ -29,7 +29,7 @@ def parse_window(argument: str | None) -> tuple[timedelta, str] | None:
 
 
 def agents_list(listings: Sequence[AgentListing]) -> str:
-    lines = [texts.AGENTS_HEADER]
+    lines = [str(texts.AGENTS_HEADER)]
     for item in listings:
         lines.append(
             texts.AGENT_LINE.format(
@@ -78,7 +78,9 @@ def stats_report(reports: Sequence[AgentReport], label: str) -> str:
 
 
 def _seconds(value: float | None) -> str:
-    return texts.STATS_NONE if value is None else f"{value:.1f} s"
+    if value is None:
+        return str(texts.STATS_NONE)
+    return str(texts.STATS_SECONDS).format(seconds=f"{value:.1f}")
 
 
 def _platform_summary(stats: dict[str, list[dict[str, Any]]]) -> str:
@@ -94,4 +96,4 @@ def _platform_summary(stats: dict[str, list[dict[str, Any]]]) -> str:
         for key, total in totals.items():
             value = total / len(rows) if averaged and rows else total
             parts.append(f"{key.replace('_', ' ')} {value:g}")
-    return ", ".join(parts) or texts.STATS_NONE
+    return ", ".join(parts) or str(texts.STATS_NONE)

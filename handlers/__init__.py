@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import callbacks, commands, generation, messages, operators
+from handlers import callbacks, commands, generation, language, messages, operators
 
 
 def get_routers() -> list[Router]:
@@ -12,6 +12,7 @@ def get_routers() -> list[Router]:
     return [
         operators.create_router(),
         commands.create_router(),
+        language.create_router(),  # before callbacks: its catch-all takes any button
         callbacks.create_router(),
         generation.create_router(),
         messages.create_router(),

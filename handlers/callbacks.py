@@ -34,7 +34,7 @@ async def rate(
     feedback_service: FeedbackService,
 ) -> None:
     if not isinstance(query.message, Message):  # inline or too old to be accessible
-        await query.answer(texts.BUTTON_EXPIRED)
+        await query.answer(str(texts.BUTTON_EXPIRED))
         return
 
     async def acknowledge(text: str) -> object:
@@ -56,14 +56,14 @@ async def ask_suggestion(
     chat_service: ChatService,
 ) -> None:
     if not isinstance(query.message, Message):
-        await query.answer(texts.BUTTON_EXPIRED)
+        await query.answer(str(texts.BUTTON_EXPIRED))
         return
     scope = scope_of(query.message, bot.id)
     question = await chat_service.find_suggestion(
         scope, query.message.message_id, callback_data.index
     )
     if question is None:
-        await query.answer(texts.SUGGESTION_UNKNOWN)
+        await query.answer(str(texts.SUGGESTION_UNKNOWN))
         return
     await query.answer()  # at once: the answer itself can take a while
     await chat_service.ask_suggested(scope, question, query.from_user.id, is_private(query.message))
@@ -83,16 +83,16 @@ async def stop_answer(
     operator_service: OperatorService,
 ) -> None:
     if not isinstance(query.message, Message):
-        await query.answer(texts.BUTTON_EXPIRED)
+        await query.answer(str(texts.BUTTON_EXPIRED))
         return
     user_id = query.from_user.id
     privilege = moderator_check(bot, query.message.chat.id, user_id, operator_service)
     outcome = await chat_service.stop(scope_of(query.message, bot.id), user_id, privilege)
-    await query.answer(_STOP_NOTICES[outcome])
+    await query.answer(str(_STOP_NOTICES[outcome]))
 
 
 async def unknown_button(query: CallbackQuery) -> None:
     logger.info(
         "unrecognised callback data %r from user %s", (query.data or "")[:64], query.from_user.id
     )
-    await query.answer(texts.BUTTON_EXPIRED)
+    await query.answer(str(texts.BUTTON_EXPIRED))

@@ -52,6 +52,6 @@ async def stop(
     )
     outcome = await chat_service.stop(scope_of(message, bot.id), user_id, privilege)
     if outcome is StopOutcome.NOTHING_RUNNING:
-        await sender.say(target_of(message), texts.NOTHING_TO_STOP)
+        await sender.say(target_of(message), str(texts.NOTHING_TO_STOP))
     elif outcome is StopOutcome.NOT_ALLOWED:
-        await sender.say(target_of(message), texts.STOP_NOT_YOURS)
+        await sender.say(target_of(message), str(texts.STOP_NOT_YOURS))

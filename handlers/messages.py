@@ -35,7 +35,7 @@ async def text_message(
 ) -> None:
     assert message.from_user is not None  # guaranteed by the F.from_user filter
     if not question.strip():  # only the @mention: nothing to ask
-        await sender.say(target_of(message), texts.MENTION_ONLY)
+        await sender.say(target_of(message), str(texts.MENTION_ONLY))
         return
     decision = await access_service.check_question(bot.id, message.from_user.id, question)
     if decision.verdict is Verdict.TOO_LONG:
@@ -67,4 +67,4 @@ async def other_message(message: Message, sender: ChatSender) -> None:
         message.content_type,
         message.chat.id,
     )
-    await sender.say(target_of(message), texts.TEXT_ONLY)
+    await sender.say(target_of(message), str(texts.TEXT_ONLY))

@@ -32,9 +32,9 @@ class AllowlistMiddleware(BaseMiddleware):
         if decision.verdict is Verdict.REFUSE:
             if isinstance(event, Message):
                 sender: ChatSender = data["sender"]
-                await sender.say(target_of(event), texts.NOT_ALLOWED)
+                await sender.say(target_of(event), str(texts.NOT_ALLOWED))
             elif isinstance(event, CallbackQuery):
-                await event.answer(texts.NOT_ALLOWED)
+                await event.answer(str(texts.NOT_ALLOWED))
         elif isinstance(event, CallbackQuery):
             await event.answer()  # a silent refusal still stops the button's spinner
         return None

@@ -83,7 +83,7 @@ async def switch_by_button(
     operator_service: OperatorService,
 ) -> None:
     if not isinstance(query.message, Message):
-        await query.answer(texts.BUTTON_EXPIRED)
+        await query.answer(str(texts.BUTTON_EXPIRED))
         return
     result = await operator_service.switch(scope_of(query.message, bot.id), callback_data.name)
     await query.answer(_switch_text(result))
@@ -98,7 +98,7 @@ async def stats(
 ) -> None:
     window = views.parse_window(command.args)
     if window is None:
-        await sender.say(target_of(message), texts.STATS_USAGE)
+        await sender.say(target_of(message), str(texts.STATS_USAGE))
         return
     reports = await operator_service.report(bot.id, window[0])
     await sender.say(target_of(message), views.stats_report(reports, window[1]))
@@ -124,27 +124,27 @@ async def set_mode(
     sender: ChatSender,
 ) -> None:
     if message.chat.type == "private":
-        await sender.say(target_of(message), texts.MODE_GROUPS_ONLY)
+        await sender.say(target_of(message), str(texts.MODE_GROUPS_ONLY))
         return
     mode = (command.args or "").strip().lower()
     if mode not in texts.MODE_SET:
-        await sender.say(target_of(message), texts.MODE_USAGE)
+        await sender.say(target_of(message), str(texts.MODE_USAGE))
         return
     await operator_service.set_mode(scope_of(message, bot.id), mode)
-    await sender.say(target_of(message), texts.MODE_SET[mode])
+    await sender.say(target_of(message), str(texts.MODE_SET[mode]))
 
 
 async def refuse(message: Message, sender: ChatSender) -> None:
-    await sender.say(target_of(message), texts.OPERATORS_ONLY)
+    await sender.say(target_of(message), str(texts.OPERATORS_ONLY))
 
 
 async def refuse_button(query: CallbackQuery) -> None:
-    await query.answer(texts.OPERATORS_ONLY)
+    await query.answer(str(texts.OPERATORS_ONLY))
 
 
 def _switch_text(result: SwitchResult) -> str:
     if result.outcome is SwitchOutcome.UNKNOWN:
-        return texts.AGENT_UNKNOWN.format(name=result.title, known=", ".join(result.known))
+        return str(texts.AGENT_UNKNOWN).format(name=result.title, known=", ".join(result.known))
     if result.outcome is SwitchOutcome.SWITCHED:
-        return texts.AGENT_SWITCHED.format(title=result.title)
-    return texts.AGENT_ALREADY.format(title=result.title)
+        return str(texts.AGENT_SWITCHED).format(title=result.title)
+    return str(texts.AGENT_ALREADY).format(title=result.title)

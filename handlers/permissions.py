@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError
+from aiogram.exceptions import AiogramError
 
 from bot.services.chat import Privilege
 from bot.services.operators import OperatorService
@@ -25,7 +25,7 @@ def moderator_check(
             return False
         try:
             member = await bot.get_chat_member(chat_id=chat_id, user_id=user_id)
-        except TelegramAPIError as exc:
+        except AiogramError as exc:  # an API error, or an answer aiogram cannot read
             logger.info("cannot tell whether %s is an admin of %s: %s", user_id, chat_id, exc)
             return False
         return member.status in _ADMIN_STATUSES

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiogram.types import Message
+from aiogram.types import CallbackQuery, Message, MessageGenerationStopped, TelegramObject
 
 from bot.streaming.sender import Target
 from storage import ChatScope
@@ -13,6 +13,17 @@ def scope_of(message: Message, bot_id: int) -> ChatScope:
     # reply thread, which belongs to the chat's conversation.
     thread = message.message_thread_id if message.is_topic_message else None
     return ChatScope(bot_id=bot_id, chat_id=message.chat.id, thread_id=thread)
+
+
+def event_scope(event: TelegramObject, bot_id: int) -> ChatScope | None:
+    """The chat scope of a message, of a button press under one, or of a stopped draft."""
+    if isinstance(event, Message):
+        return scope_of(event, bot_id)
+    if isinstance(event, CallbackQuery) and isinstance(event.message, Message):
+        return scope_of(event.message, bot_id)
+    if isinstance(event, MessageGenerationStopped):
+        return ChatScope(bot_id=bot_id, chat_id=event.chat.id, thread_id=event.message_thread_id)
+    return None
 
 
 def is_private(message: Message) -> bool:

@@ -10,4 +10,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e .
+# The editable install runs from this tree: compile the message catalogs (.po -> .mo) here.
+.venv/bin/python -m bot.i18n >/dev/null
 exec .venv/bin/relaygram run

@@ -11,6 +11,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
+# The editable install runs from this tree: compile the message catalogs (.po -> .mo) here.
+.venv/bin/python -m bot.i18n >/dev/null
 
 redis_answers() {
     .venv/bin/python - <<'PY' 2>/dev/null

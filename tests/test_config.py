@@ -24,19 +24,7 @@ from bot.config import (
     load_settings,
 )
 
-SETTINGS_VARIABLES = (
-    "BOT_TOKEN",
-    "TELEGRAM_API_URL",
-    "REDIS_URL",
-    "AGENTS_FILE",
-    "OPERATORS",
-    "LOG_LEVEL",
-    "WEBHOOK_URL",
-    "WEBHOOK_SECRET",
-    "HTTP_HOST",
-    "HTTP_PORT",
-    "REPLICA_ID",
-)
+SETTINGS_VARIABLES = tuple(name.upper() for name in Settings.model_fields)
 
 BOT_TOKEN = "123456:s3cr3t-bot-token-value"
 REDIS_PASSWORD = "s3cr3t-redis-password"
@@ -158,10 +146,10 @@ def test_operators_are_comma_separated_ids_with_spaces_allowed(
     assert load_settings().operators == frozenset({1, 2, 3})
 
 
-def test_operators_tolerate_a_trailing_comma(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPERATORS", "42,")
+def test_operators_tolerate_empty_items(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPERATORS", "42, ,7,")
 
-    assert load_settings().operators == frozenset({42})
+    assert load_settings().operators == frozenset({42, 7})
 
 
 @pytest.mark.parametrize("value", ["1, two, 3", "@alice", "1;2"])
@@ -174,7 +162,16 @@ def test_a_bad_operator_id_is_one_line_naming_operators(
     message = settings_error()
 
     assert message.startswith("OPERATORS")
-    assert "user ids" in message
+    assert "comma-separated" in message
+
+
+@pytest.mark.parametrize("variable", ["ALLOWED_USERS", "ALLOWED_CHATS"])
+def test_allowlists_are_id_lists_too(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    monkeypatch.setenv(variable, "-1001234, 5 ,")
+    assert getattr(load_settings(), variable.lower()) == frozenset({-1001234, 5})
+
+    monkeypatch.setenv(variable, "5, @group")
+    assert settings_error().startswith(variable)
 
 
 def test_telegram_api_url_without_scheme_is_an_error_naming_it(
@@ -186,6 +183,13 @@ def test_telegram_api_url_without_scheme_is_an_error_naming_it(
 
     assert message.startswith("TELEGRAM_API_URL")
     assert "http://" in message
+
+
+def test_bad_value_is_not_echoed_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A self-hosted Bot API server behind basic auth, written without its scheme.
+    monkeypatch.setenv("TELEGRAM_API_URL", f"bot:{SECRET}@botapi.internal:8081")
+
+    assert settings_error().startswith("TELEGRAM_API_URL")
 
 
 def test_telegram_api_url_trailing_slash_is_stripped(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -132,7 +132,7 @@ class ChatService:
 
     async def agent_title(self, scope: ChatScope) -> str:
         client = self._agents.get(await self._agent_for(scope))
-        return client.title if client else "the agent"
+        return client.title if client else str(texts.AGENT_FALLBACK_TITLE)
 
     def is_busy(self, scope: ChatScope) -> bool:
         """Whether an answer is running or queued in this chat (in this process)."""
@@ -250,7 +250,7 @@ class ChatService:
             scope.chat_id, scope.thread_id, None if incoming.private else incoming.message_id
         )
         if client is None:  # the agents file no longer has this chat's agent
-            await self._sender.notice(target, plain(texts.INTERNAL_ERROR))
+            await self._sender.notice(target, plain(str(texts.INTERNAL_ERROR)))
             return
         run = _Run(
             uuid.uuid4().hex, scope, agent, client, self._end_user(incoming), incoming.user_id
@@ -269,7 +269,7 @@ class ChatService:
             await self._generate(run, incoming, reply)
         except Exception:
             logger.exception("answer failed in chat %s (agent %s)", scope.chat_id, agent)
-            await reply.finish("", _note(texts.INTERNAL_ERROR))
+            await reply.finish("", _note(str(texts.INTERNAL_ERROR)))
         finally:
             if self._runs.get(scope.key) is run:
                 del self._runs[scope.key]
@@ -455,12 +455,12 @@ class ChatService:
     def _note_for(self, run: _Run, answer: AnswerAccumulator, stopped: bool) -> RenderedText | None:
         title = run.client.title
         if stopped:
-            return _note(texts.FINISH_NOTES[FinishReason.STOPPED])
+            return _note(str(texts.FINISH_NOTES[FinishReason.STOPPED]))
         if answer.error is not None:
             return _note(texts.error_text(answer.error, title))
         reason = answer.finished.finish_reason if answer.finished else FinishReason.STOP
         if reason in texts.FINISH_NOTES:
-            return _note(texts.FINISH_NOTES[reason])
+            return _note(str(texts.FINISH_NOTES[reason]))
         if not answer.text.strip():
             return _note(texts.EMPTY_ANSWER.format(agent=title))
         return None

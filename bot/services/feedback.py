@@ -9,12 +9,14 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiogram.exceptions import TelegramBadRequest
+from aiogram.types import InlineKeyboardMarkup
 from redis.exceptions import RedisError
 
 from bot import texts
 from bot.agents.base import AgentError, AnswerRef, Rating, SupportsFeedback
 from bot.agents.registry import AgentDirectory
 from bot.keyboards import answer_keyboard
+from bot.services.lanes import Lanes
 from bot.streaming.sender import ChatSender, DeliveryFailed
 from storage import AnswerRecord, ChatScope, Storage
 
@@ -37,6 +39,9 @@ class FeedbackService:
         self._storage = storage
         self._sender = sender
         self._find_answer = find_answer
+        # Presses on one answer are applied one at a time (their counts depend on each other).
+        self._lanes = Lanes()
+        self._refresh_pending: set[str] = set()
 
     async def rate(
         self,
@@ -49,15 +54,30 @@ class FeedbackService:
         """Apply a button press. `acknowledge` gets the short notice for the user at once;
         the button is updated afterwards (that edit may wait for the chat's flood budget).
         """
+        key = f"{scope.key}:{message_id}"
+        async with self._lanes.hold(key):
+            record = await self._apply(scope, message_id, user_id, rating, acknowledge)
+        if record is not None:
+            await self._refresh_buttons(scope, key, record)
+
+    async def _apply(
+        self,
+        scope: ChatScope,
+        message_id: int,
+        user_id: int,
+        rating: Rating,
+        acknowledge: Acknowledge,
+    ) -> AnswerRecord | None:
+        """Record the press (and tell the platform); the record when the buttons must change."""
         record = await self._find_answer(scope, message_id)
         if record is None or record.agent_message_id is None:
-            await acknowledge(texts.FEEDBACK_UNKNOWN)
-            return
+            await acknowledge(str(texts.FEEDBACK_UNKNOWN))
+            return None
         client = self._agents.get(record.agent)
         title = client.title if client else record.agent
         if not isinstance(client, SupportsFeedback):
             await acknowledge(texts.FEEDBACK_UNSUPPORTED.format(agent=title))
-            return
+            return None
         current = await self._storage.feedback.get(scope, message_id, user_id)
         new = None if current == rating.value else rating
         counts = await self._storage.feedback.counts(scope, message_id)
@@ -70,7 +90,7 @@ class FeedbackService:
         if changed and verdict is None and not client.feedback_clearable:
             if not group:
                 await acknowledge(texts.FEEDBACK_CANNOT_CLEAR.format(agent=title))
-                return
+                return None
             changed = False  # the platform keeps the last majority; the counts still change
         if changed:
             ref = AnswerRef(record.agent_message_id, record.end_user, record.conversation)
@@ -79,7 +99,7 @@ class FeedbackService:
             except AgentError as exc:
                 logger.warning("feedback to agent %s failed: %s", record.agent, exc)
                 await acknowledge(texts.FEEDBACK_FAILED.format(agent=title))
-                return
+                return None
         await self._storage.feedback.set(
             scope, message_id, user_id, new.value if new is not None else None
         )
@@ -92,17 +112,36 @@ class FeedbackService:
             record.agent_message_id,
             scope.chat_id,
         )
-        await acknowledge(texts.FEEDBACK_THANKS[new.value] if new else texts.FEEDBACK_CLEARED)
-        markup = answer_keyboard(
-            feedback=True,
-            selected=None if group else (new.value if new else None),
-            counts=after if group else None,
-            suggestions=record.suggestions,
-        )
+        await acknowledge(str(texts.FEEDBACK_THANKS[new.value] if new else texts.FEEDBACK_CLEARED))
+        return record
+
+    async def _refresh_buttons(self, scope: ChatScope, key: str, record: AnswerRecord) -> None:
+        """Show the ratings on the buttons. One refresh per answer at a time: presses that come
+        while one waits for the chat's flood budget are shown by it, since it reads the ratings
+        only when its turn comes."""
+        if key in self._refresh_pending:
+            return
+        self._refresh_pending.add(key)
+        message_id = record.message_ids[0]
+
+        async def build() -> InlineKeyboardMarkup | None:
+            if scope.chat_id < 0:
+                counts = await self._storage.feedback.counts(scope, message_id)
+                return answer_keyboard(feedback=True, counts=counts, suggestions=record.suggestions)
+            own = await self._storage.feedback.get(scope, message_id, scope.chat_id)
+            return answer_keyboard(feedback=True, selected=own, suggestions=record.suggestions)
+
         try:
-            await self._sender.edit_markup(scope.chat_id, record.message_ids[-1], markup)
+            await self._sender.refresh_markup(
+                scope.chat_id,
+                record.message_ids[-1],
+                build,
+                on_turn=lambda: self._refresh_pending.discard(key),
+            )
         except (DeliveryFailed, TelegramBadRequest) as exc:
             logger.warning("could not update rating buttons in chat %s: %s", scope.chat_id, exc)
+        finally:
+            self._refresh_pending.discard(key)
 
     async def _record(
         self, scope: ChatScope, agent: str, old: str | None, new: Rating | None

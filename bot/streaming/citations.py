@@ -18,12 +18,12 @@ MAX_SIZE = 800
 
 def citations(sources: Sequence[Source]) -> RenderedText | None:
     """ "📚 Sources: 1. Pricing page · 2. FAQ", titles linked; None when there are none."""
-    header = texts.SOURCES_HEADER
+    header = str(texts.SOURCES_HEADER)
     text = header
     entities: list[MessageEntity] = []
     shown = 0
     for number, source in enumerate(sources[:MAX_SOURCES], start=1):
-        title = _shorten(" ".join(source.title.split()) or texts.SOURCE_UNTITLED)
+        title = _shorten(" ".join(source.title.split()) or str(texts.SOURCE_UNTITLED))
         separator = "" if shown == 0 else " · "
         item = f"{separator}{number}. "
         if utf16_len(text + item + title) > MAX_SIZE:

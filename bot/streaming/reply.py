@@ -229,7 +229,7 @@ class ReplyStream:
             if index >= len(self._shown):
                 return _Step("send", index, page)
             shown = self._shown[index]
-            if shown.content != page.content or shown.markup != page.markup:
+            if not _same(shown.content, page.content) or shown.markup != page.markup:
                 return _Step("edit", index, page)
         if len(self._shown) > len(persisted) and (
             self._final is not None or self._mode is Mode.EDIT
@@ -327,6 +327,22 @@ class ReplyStream:
             self._mode = Mode.EDIT
             self._memo = None
             return
+        if step.action == "edit":
+            # The message may be gone (deleted by the user) or no longer editable: show the
+            # page as a new message. If Telegram refuses that too, the formatting is to blame.
+            try:
+                await self._sender.flood.turn(chat_id, Priority.URGENT)
+                message_id = await self._sender.perform_send(
+                    Target(chat_id, self._target.thread_id), page.content, page.markup
+                )
+            except (TelegramBadRequest, TelegramNotFound) as exc:
+                error = exc
+            else:
+                logger.warning(
+                    "cannot edit a message in chat %s (%s); resent", chat_id, error.message
+                )
+                self._shown[step.index] = _Shown(message_id, page.content, page.markup)
+                return
         if page.content.entities and not self._plain_only:
             logger.warning(
                 "Telegram rejected formatted text in chat %s (%s); continuing as plain text",
@@ -335,16 +351,6 @@ class ReplyStream:
             )
             self._plain_only = True
             return  # the next step re-renders every page without entities
-        if step.action == "edit":
-            # The message is gone or cannot be edited any more: show the page as a new message.
-            logger.warning(
-                "cannot edit message in chat %s (%s); sending anew", chat_id, error.message
-            )
-            message_id = await self._sender.perform_send(
-                Target(chat_id, self._target.thread_id), page.content, page.markup
-            )
-            self._shown[step.index] = _Shown(message_id, page.content, page.markup)
-            return
         raise DeliveryFailed(f"chat {chat_id}: {error.message}") from None
 
     # --- typing indicator -------------------------------------------------------------------
@@ -364,6 +370,12 @@ class ReplyStream:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _same(shown: RenderedText, wanted: RenderedText) -> bool:
+    """Whether Telegram would see no change: it trims leading and trailing whitespace, and an
+    edit that changes nothing is refused ("message is not modified")."""
+    return shown.entities == wanted.entities and shown.text.strip() == wanted.text.strip()
 
 
 def _reasoning_block(reasoning: str, room: int) -> RenderedText | None:

@@ -209,8 +209,10 @@ class FloodScheduler:
         now = self._clock.now()
         chat = self._chat(chat_id)
         chat.blocked_until = max(chat.blocked_until, now + retry_after)
-        chat.tokens = 0.0
-        chat.updated = max(now, chat.blocked_until)
+        # One call is allowed the moment the window ends (Telegram accepts it then), and the
+        # pace resumes from there: no catch-up burst.
+        chat.tokens = 1.0
+        chat.updated = chat.blocked_until
         self._recent_penalties.append((now, chat_id))
         while (
             self._recent_penalties and self._recent_penalties[0][0] < now - self.BOT_PENALTY_WINDOW

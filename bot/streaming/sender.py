@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 from aiogram import Bot
@@ -78,15 +79,32 @@ class ChatSender:
     ) -> int:
         return await self._paced(target.chat_id, lambda: self.perform_send(target, content, markup))
 
-    async def edit_markup(
+    async def refresh_markup(
+        self,
+        chat_id: int,
+        message_id: int,
+        build: Callable[[], Awaitable[InlineKeyboardMarkup | None]],
+        on_turn: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Update a message's buttons to a state read only once the chat's turn has come, so
+        a burst of changes (ratings in a group) ends with the newest state, not a stale one."""
+        while True:
+            await self.flood.turn(chat_id, Priority.URGENT)
+            on_turn()
+            markup = await build()
+
+            try:
+                await self._once(chat_id, partial(self._edit_markup, chat_id, message_id, markup))
+                return
+            except FloodWait:
+                continue
+
+    async def _edit_markup(
         self, chat_id: int, message_id: int, markup: InlineKeyboardMarkup | None
     ) -> None:
-        async def call() -> None:
-            await self.bot.edit_message_reply_markup(
-                chat_id=chat_id, message_id=message_id, reply_markup=markup
-            )
-
-        await self._paced(chat_id, call)
+        await self.bot.edit_message_reply_markup(
+            chat_id=chat_id, message_id=message_id, reply_markup=markup
+        )
 
     async def typing(self, target: Target) -> None:
         await self.flood.turn(target.chat_id, Priority.BACKGROUND)

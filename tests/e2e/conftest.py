@@ -1,10 +1,11 @@
 """End-to-end harness: the real application from `create_app`, polling a fake Bot API, talking to
-a fake Dify over httpx, with time sped up.
+a fake Dify (or any fake agents) over httpx, with time sped up.
 
 Only the seams are fake: aiogram's session (FakeTelegramSession over FakeTelegram), the agents'
-HTTP transport (FakeDify), Redis (fakeredis, or the real server where a test asks for it), and
-the clock (ScaledClock: one bot second lasts 1/SPEEDUP of a real second, and FakeTelegram's flood
-windows run on the same clock, so pacing and `retry_after` keep their real proportions).
+HTTP transport (FakeDify, or `Harness.transport`, e.g. a `HostRouter` over several fakes), Redis
+(fakeredis, or the real server where a test asks for it), and the clock (ScaledClock: one bot
+second lasts 1/SPEEDUP of a real second, and FakeTelegram's flood windows run on the same clock,
+so pacing and `retry_after` keep their real proportions).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class Harness:
     _http: httpx.AsyncClient | None = None
     user_id: int = 1001
     extra_agents: dict[str, Any] = field(default_factory=dict)
+    # The agents' HTTP transport; None: the `dify` fake's own.
+    transport: httpx.AsyncBaseTransport | None = None
 
     async def start(
         self,
@@ -71,23 +74,27 @@ class Harness:
         telegram_api_url: str | None = None,
         stream_mode: str = "edit",
         poll: bool = True,
+        agents_loader: Callable[[], AgentsConfig] | None = None,
+        **settings: Any,
     ) -> Relaygram:
         """Build and start the app. With `telegram_api_url` the bot talks to the fake Bot API
         over real HTTP (aiogram's own AiohttpSession), as `TELEGRAM_API_URL` makes it do."""
-        self._http = httpx.AsyncClient(transport=self.dify.transport())
-        settings = Settings(
+        self._http = httpx.AsyncClient(transport=self.transport or self.dify.transport())
+        app_settings = Settings(
             bot_token=SecretStr(BOT_TOKEN),
             telegram_api_url=telegram_api_url or "https://api.telegram.org",
             stream_mode=stream_mode,
             _env_file=None,
+            **settings,
         )
         self.app = await create_app(
-            settings,
+            app_settings,
             config or agents_config(),
             session=None if telegram_api_url else FakeTelegramSession(self.telegram),
             storage=self.storage,
             http=self._http,
             clock=self.clock,
+            agents_loader=agents_loader,
         )
         if poll:
             self._polling = asyncio.create_task(

@@ -223,7 +223,7 @@ async def test_start_names_the_agent_and_commands_are_registered(h: Harness) -> 
     h.say("/start")
     await h.until(lambda: any("talk to Support" in t for t in h.texts()))
     commands = [c["command"] for c in h.telegram.commands({"type": "all_private_chats"})]
-    assert commands == ["start", "help", "reset", "stop"]
+    assert commands == ["start", "help", "reset", "stop", "lang"]
 
 
 async def test_unknown_conversation_starts_a_new_one_once_and_says_so(h: Harness) -> None:

@@ -1622,6 +1622,7 @@ class FakeTelegram:
                 can_post_stories=False,
                 can_edit_stories=False,
                 can_delete_stories=False,
+                can_send_welcome_messages=False,
             )
         return member
 
