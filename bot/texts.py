@@ -28,6 +28,7 @@ HELP = __(
     "Send a text message and {agent} answers it here; the reply grows as it is written.\n\n"
     "/reset — start a new conversation (alias /new)\n"
     "/stop — stop the answer being written\n"
+    "/lang — choose the language\n"
     "/help — this help\n\n"
     "Rate answers with 👍 / 👎 under them; pressing your choice again takes it back."
 )

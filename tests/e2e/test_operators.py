@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
 from typing import Any
 
 import pytest
@@ -236,3 +240,36 @@ async def test_too_long_messages_are_refused_with_the_limit_named(h: Harness) ->
     h.say("x" * 51, chat_id=USER)
     await h.until(lambda: any("the limit is 50" in t for t in h.texts(USER)))
     assert h.dify.calls_to("POST", "/chat-messages") == []
+
+
+async def test_sighup_reloads_the_agents_file(h: Harness) -> None:
+    """`kill -HUP` does what /reload does, for a bot run with `relaygram run`."""
+    current = [two_agents()]
+    h.dify.add_app(FakeApp(api_key=SALES_KEY))
+    await h.stop()
+    app = await h.start(current[0], poll=False, agents_loader=lambda: current[0])
+    polls = len(h.telegram.calls("getUpdates"))
+    running = asyncio.create_task(app.run_polling())
+    try:
+        await h.until(lambda: len(h.telegram.calls("getUpdates")) > polls)
+        assert app.agents.names() == ["support", "sales"]
+        current[0] = parse_agents(
+            {
+                "default": "sales",
+                "agents": {
+                    "sales": {
+                        "platform": "dify",
+                        "base_url": "http://dify.test/v1",
+                        "api_key": SALES_KEY,
+                    }
+                },
+            },
+            {},
+        )
+        os.kill(os.getpid(), signal.SIGHUP)
+        await h.until(lambda: app.agents.names() == ["sales"])
+    finally:
+        with contextlib.suppress(RuntimeError):
+            await app.dispatcher.stop_polling()
+        await asyncio.wait_for(running, 30)
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
