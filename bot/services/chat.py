@@ -476,7 +476,10 @@ class ChatService:
         conversation = answer.conversation
         if conversation and run.keep_conversation:
             await self._storage.conversations.set(run.scope, run.agent, conversation)
-        if isinstance(run.client, KeepsNoHistory) and run.keep_conversation and answer.text:
+        # The bot's own history keeps what the user saw of complete or stopped answers; a
+        # failed or cut answer is left out, as platforms with server-side history do.
+        keep_turn = answer.text and answer.error is None
+        if isinstance(run.client, KeepsNoHistory) and run.keep_conversation and keep_turn:
             limits = run.client.history_limits
             await self._storage.history.append(
                 run.scope,
