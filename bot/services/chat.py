@@ -124,7 +124,8 @@ class ChatService:
         self._clock = clock
         self._replica = replica
         self._stream_settings = stream_settings or StreamSettings()
-        self._drafts = DraftSupport(enabled=self._stream_settings.mode != "edit")
+        mode = self._stream_settings.mode
+        self._drafts = DraftSupport(enabled=mode != "edit", insist=mode == "draft")
         self._lanes = Lanes()
         self._runs: dict[str, _Run] = {}
 

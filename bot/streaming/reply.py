@@ -42,12 +42,20 @@ class Mode(Enum):
 
 
 class DraftSupport:
-    """Whether this bot's Bot API server accepts drafts; learnt once, shared by all answers."""
+    """Whether this bot's Bot API server accepts drafts; learnt once, shared by all answers.
 
-    def __init__(self, enabled: bool) -> None:
+    With `insist` (STREAM_MODE=draft) a rejection falls back for that answer only and the next
+    answer tries drafts again; otherwise (auto) the bot stops trying after the first one.
+    """
+
+    def __init__(self, enabled: bool, *, insist: bool = False) -> None:
         self.available = enabled
+        self._insist = insist
 
     def reject(self, reason: str) -> None:
+        if self._insist:
+            logger.error("drafts rejected despite STREAM_MODE=draft (%s); editing instead", reason)
+            return
         if self.available:
             logger.warning("the Bot API server rejects drafts (%s): using send + edit", reason)
         self.available = False

@@ -242,3 +242,17 @@ async def test_without_a_shared_budget_two_processes_would_exceed_it(
     await run_two_replicas(telegram, h, slow_clock, shared=False)
 
     assert [r for r in telegram.requests if r.status == 429], "two budgets add up past the limit"
+
+
+async def test_stream_mode_draft_keeps_trying_drafts_for_each_answer(h: Harness) -> None:
+    await h.stop()
+    await h.start(stream_mode="draft")
+    h.telegram.drafts_supported = False
+
+    h.say("first")
+    await h.until(lambda: finished(h))
+    h.say("second")
+    await h.until(lambda: len([m for m in bot_messages(h) if m.reply_markup]) == 2)
+
+    assert len(h.telegram.calls("sendMessageDraft", h.user_id)) == 2, "one try per answer"
+    assert [m.visible_text for m in bot_messages(h)] == ["Echo: first", "Echo: second"]
