@@ -248,11 +248,12 @@ async def test_stream_mode_draft_keeps_trying_drafts_for_each_answer(h: Harness)
     await h.stop()
     await h.start(stream_mode="draft")
     h.telegram.drafts_supported = False
+    h.dify.app.default_script = Script(chunks=None, first_delay=0.1, delay=0.05)
 
     h.say("first")
     await h.until(lambda: finished(h))
     h.say("second")
-    await h.until(lambda: len([m for m in bot_messages(h) if m.reply_markup]) == 2)
+    await h.until(lambda: len(bot_messages(h)) == 2 and finished(h))
 
     assert len(h.telegram.calls("sendMessageDraft", h.user_id)) == 2, "one try per answer"
     assert [m.visible_text for m in bot_messages(h)] == ["Echo: first", "Echo: second"]
