@@ -33,7 +33,6 @@ from bot.agents.base import (
     AgentError,
     AgentEvent,
     AgentNotFound,
-    AgentProtocolError,
     AgentQuotaExceeded,
     AgentRateLimited,
     AgentRequest,
@@ -53,21 +52,18 @@ from bot.agents.base import (
     Usage,
 )
 from bot.agents.http import (
-    EXCERPT_CHARS,
     REPLY_BODY_LIMIT,
+    AgentWire,
     Reply,
     error_for_status,
     excerpt,
-    fetch,
     is_event_stream,
     iter_sse,
-    make_timeout,
-    merge_headers,
-    open_stream,
     parse_json,
     parse_retry_after,
     read_body,
-    redact,
+    read_reply,
+    token_usage,
 )
 from bot.config import ChaindeskAgentConfig
 
@@ -117,21 +113,26 @@ class ChaindeskClient:
         self.name = config.name
         self.title = config.title or config.name
         self._config = config
-        self._http = http
-        self._root, via_api = _split_root(config.base_url.rstrip("/"))
+        root, via_api = _split_root(config.base_url.rstrip("/"))
         agent = quote(config.agent_id, safe="")
         self._rewritten_path = f"/agents/{agent}/query"
         self._api_path = f"/api/agents/{agent}/query"
         self._agent_path = f"/api/agents/{agent}"
         # Which query path this host serves; None until a request has told (SPEC B.1).
         self._query_path: str | None = self._api_path if via_api else None
-        self._timeouts = make_timeout(config)
         own = {}
         if config.api_key is not None and config.api_key.get_secret_value():
             # The server reads `split(' ')[1]` of the header; "Bearer" is what the docs show.
             own["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
-        self._headers = merge_headers(own, config.headers)
-        self._secrets = tuple(config.secrets())
+        # Every path here is built from the host root (see `_split_root`).
+        self._wire = AgentWire(
+            http,
+            config,
+            logger=logger,
+            map_error=self._http_error,
+            own_headers=own,
+            base_url=root,
+        )
 
     # --- AgentClient -----------------------------------------------------------------------------
 
@@ -151,7 +152,7 @@ class ChaindeskClient:
         except AgentError as exc:
             ending = state.fail(exc)
             if ending and isinstance(ending[-1], Failed):  # not after the final answer
-                self._log_failure("query", exc)
+                self._wire.log_failure("query", exc)
             for event in ending:
                 yield event
 
@@ -161,13 +162,13 @@ class ChaindeskClient:
         Public agents answer without a key, so a wrong key goes unnoticed until the agent is
         made private. Unknown ids get `200 null` from Chaindesk (not a 404).
         """
-        reply = await self._fetch("GET", self._agent_path)
-        self._raise_for(reply, "agent")
+        reply = await self._wire.fetch("GET", self._agent_path)
+        self._wire.raise_for(reply, "agent")
         agent = reply.json()
         if agent is None:
             raise AgentNotFound("no agent with this id", status=reply.status)
         if not isinstance(agent, dict):
-            raise self._protocol_error("agent", "not an agent object", reply.body)
+            raise self._wire.protocol_error("agent", "not an agent object", reply.body)
         name = agent.get("name")
         return f"Chaindesk agent {name!r}" if isinstance(name, str) and name else "Chaindesk agent"
 
@@ -178,8 +179,8 @@ class ChaindeskClient:
             raise AgentBadRequest("Chaindesk cannot clear a rating")
         body = {"messageId": answer.message_id, "eval": _RATINGS[rating], "visitorId": answer.user}
         # Always under /api: the rewrites cover /agents, not /conversations (SPEC B.6).
-        reply = await self._fetch("POST", "/api/conversations/eval-answer", json=body)
-        self._raise_for(reply, "eval-answer")
+        reply = await self._wire.fetch("POST", "/api/conversations/eval-answer", json=body)
+        self._wire.raise_for(reply, "eval-answer")
 
     # --- the query request -----------------------------------------------------------------------
 
@@ -212,23 +213,15 @@ class ChaindeskClient:
         ]
         body = self._query_body(request)
         for attempt, path in enumerate(paths, start=1):
-            async with open_stream(
-                self._http,
-                "POST",
-                f"{self._root}{path}",
-                timeouts=self._timeouts,
-                headers={**self._headers, "Accept": "text/event-stream"},
-                json=body,
-                secrets=self._secrets,
-            ) as response:
+            async with self._wire.open_stream("POST", path, json=body) as response:
                 status = response.status_code
                 if status == 200 and (is_event_stream(response) or _is_json(response)):
                     self._learn(path)
                     yield response
                     return
-                error_body = await read_body(response)
-            if not _route_missing(response, error_body):
-                raise self._query_error(response, error_body)
+                reply = await read_reply(response)
+            if not _route_missing(reply):
+                raise self._wire.refused_stream(reply, "query")
             if attempt == len(paths):
                 raise AgentNotFound(
                     f"no Chaindesk query route: {' and '.join(paths)} answered "
@@ -248,14 +241,6 @@ class ChaindeskClient:
             level = logging.INFO if path == self._api_path else logging.DEBUG
             logger.log(level, "chaindesk agent %s: this host serves %s", self.name, path)
             self._query_path = path
-
-    def _query_error(self, response: httpx.Response, body: bytes) -> AgentError:
-        if response.status_code == 200:  # neither a stream nor an answer
-            content_type = response.headers.get("content-type", "(none)")
-            return self._protocol_error(
-                "query", f"expected an event stream, got {content_type}", body
-            )
-        return self._http_error(response.status_code, response.headers, body)
 
     async def _events(
         self, response: httpx.Response, state: _StreamState
@@ -277,17 +262,17 @@ class ChaindeskClient:
         if data == _DONE:
             return state.done_marker()
         if data.startswith(_ERROR):
-            error = map_error(None, redact(data[len(_ERROR) :].strip(), self._secrets))
+            error = map_error(None, self._wire.redact(data[len(_ERROR) :].strip()))
             events = state.fail(error)
             if events and isinstance(events[-1], Failed):
-                self._log_failure("stream", error)
+                self._wire.log_failure("stream", error)
             return events
         if sse.event == "answer":
             return state.answer(decode_payload(data))
         if sse.event == "endpoint_response":
             return state.final(self._endpoint_response(data))
         if sse.event == "step":  # 2024: "Searching the web for ..."; status text, not answer
-            text = redact(excerpt(decode_payload(data)), self._secrets)
+            text = self._wire.redact(excerpt(decode_payload(data)))
             logger.debug("chaindesk agent %s: step %r", self.name, text)
         # tool_call, metadata (2024 form agents) and anything newer carry no answer text.
         return []
@@ -295,7 +280,7 @@ class ChaindeskClient:
     def _endpoint_response(self, data: str) -> dict[str, Any]:
         obj = parse_json(decode_payload(data))
         if not isinstance(obj, dict):
-            raise self._protocol_error("query", "unreadable endpoint_response", data)
+            raise self._wire.protocol_error("query", "unreadable endpoint_response", data)
         return obj
 
     async def _whole_answer(
@@ -309,57 +294,19 @@ class ChaindeskClient:
         raw = await read_body(response, limit=REPLY_BODY_LIMIT)
         obj = parse_json(raw)
         if not isinstance(obj, dict) or not isinstance(obj.get("answer"), str):
-            raise self._protocol_error("query", "expected an event stream or an answer", raw)
+            raise self._wire.protocol_error("query", "expected an event stream or an answer", raw)
         return [*state.final(obj), *state.done_marker()]
 
-    # --- non-streaming calls and errors ----------------------------------------------------------
+    # --- errors ----------------------------------------------------------------------------------
 
-    async def _fetch(
-        self, method: str, path: str, *, json: Mapping[str, Any] | None = None
-    ) -> Reply:
-        try:
-            return await fetch(
-                self._http,
-                method,
-                f"{self._root}{path}",
-                timeouts=self._timeouts,
-                headers=self._headers,
-                json=json,
-                secrets=self._secrets,
-            )
-        except AgentError as exc:
-            self._log_failure(path.rsplit("/", 1)[-1], exc)
-            raise
-
-    def _raise_for(self, reply: Reply, what: str) -> None:
-        if reply.ok:
-            return
-        error = self._http_error(reply.status, reply.headers, reply.body)
-        self._log_failure(what, error)
-        raise error
-
-    def _http_error(self, status: int, headers: httpx.Headers, body: bytes) -> AgentError:
-        message = error_message(body)
+    def _http_error(self, reply: Reply) -> AgentError:
+        message = error_message(reply.body)
         if message is None:  # not Chaindesk speaking: a proxy's or Next.js' page
-            message = _foreign_body(status, body)
+            message = _foreign_body(reply.status, reply.body)
         return map_error(
-            status, redact(message, self._secrets), retry_after=parse_retry_after(headers)
-        )
-
-    def _protocol_error(self, what: str, problem: str, data: bytes | str) -> AgentProtocolError:
-        sample = redact(excerpt(data, EXCERPT_CHARS), self._secrets)
-        logger.warning("chaindesk agent %s: %s: %s: %r", self.name, what, problem, sample)
-        return AgentProtocolError(f"{problem}: {sample}")
-
-    def _log_failure(self, what: str, error: AgentError) -> None:
-        # str(error) carries kind, status, code and the platform's (redacted) message only.
-        logger.warning(
-            "chaindesk agent %s: %s failed: status=%s code=%s: %s",
-            self.name,
-            what,
-            error.status,
-            error.code,
-            error,
+            reply.status,
+            self._wire.redact(message),
+            retry_after=parse_retry_after(reply.headers),
         )
 
 
@@ -387,7 +334,7 @@ def _is_json(response: httpx.Response) -> bool:
     return content_type.partition(";")[0].strip().lower() == "application/json"
 
 
-def _route_missing(response: httpx.Response, body: bytes) -> bool:
+def _route_missing(reply: Reply) -> bool:
     """The host has no such route, as opposed to Chaindesk saying the agent does not exist.
 
     Chaindesk's own 404 always carries its error (`data: [ERROR]NOT_FOUND` when streaming,
@@ -395,10 +342,10 @@ def _route_missing(response: httpx.Response, body: bytes) -> bool:
     HTML 404 page, an empty body, or a proxy's text; a page route may even answer 405 or render
     HTML with 200. None of these is a Chaindesk error, so they mean "try the other path".
     """
-    if response.status_code in (404, 405):
-        return error_message(body) is None
-    content_type: str = response.headers.get("content-type", "")
-    return response.status_code == 200 and "text/html" in content_type.lower()
+    if reply.status in (404, 405):
+        return error_message(reply.body) is None
+    content_type: str = reply.headers.get("content-type", "")
+    return reply.status == 200 and "text/html" in content_type.lower()
 
 
 # --- payloads ----------------------------------------------------------------------------------
@@ -589,18 +536,7 @@ def _id(value: object) -> str | None:
 
 def _usage(value: object) -> Usage | None:
     """`usage` of a non-streaming answer `{promptTokens, completionTokens, totalTokens, cost}`."""
-    if not isinstance(value, dict):
-        return None
-
-    def count(key: str) -> int | None:
-        number = value.get(key)
-        return number if isinstance(number, int) and not isinstance(number, bool) else None
-
-    return Usage(
-        prompt_tokens=count("promptTokens"),
-        completion_tokens=count("completionTokens"),
-        total_tokens=count("totalTokens"),
-    )
+    return token_usage(value, "promptTokens", "completionTokens", "totalTokens")
 
 
 # --- citations -----------------------------------------------------------------------------------

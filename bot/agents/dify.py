@@ -22,7 +22,6 @@ from bot.agents.dify_stream import (
     map_stream_error,
     sources_from_resources,
 )
-from bot.agents.http import make_timeout, merge_headers
 from bot.config import DifyAgentConfig
 
 logger = logging.getLogger("relaygram.agents.dify")
@@ -48,14 +47,9 @@ class DifyClient:
         self._config = config
         self._wire = DifyWire(
             http,
-            base_url=config.base_url,
-            headers=merge_headers(
-                {"Authorization": f"Bearer {config.api_key.get_secret_value()}"}, config.headers
-            ),
-            timeouts=make_timeout(config),
-            secrets=tuple(config.secrets()),
+            config,
+            own_headers={"Authorization": f"Bearer {config.api_key.get_secret_value()}"},
             logger=logger,
-            label=f"dify agent {config.name}",
         )
 
     # --- AgentClient -----------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from bot.agents.base import (
     Rating,
 )
 from bot.agents.dify_stream import DifyWire, dify_http_error, error_fields
-from bot.agents.http import Reply, make_timeout, merge_headers
+from bot.agents.http import Reply
 from bot.config import DifyConsoleAgentConfig
 
 logger = logging.getLogger("relaygram.agents.dify_console")
@@ -123,15 +123,10 @@ class DifyConsoleClient:
         key = config.api_key.get_secret_value() if config.api_key else ""
         self._wire = DifyWire(
             http,
-            base_url=config.base_url,
+            config,
             # No token behind the gateway: it overwrites Authorization with its own (C.1).
-            headers=merge_headers(
-                {"Authorization": f"Bearer {key}"} if key else {}, config.headers
-            ),
-            timeouts=make_timeout(config),
-            secrets=tuple(config.secrets()),
+            own_headers={"Authorization": f"Bearer {key}"} if key else {},
             logger=logger,
-            label=f"dify-console agent {config.name}",
             map_error=map_console_error,
             cut_detail=(
                 "the stream ended without message_end (the Olares gateway cuts streams at 30 s)"

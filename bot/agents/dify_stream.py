@@ -5,8 +5,8 @@ also behind Olares' gateway) stream exactly the same events (SPEC.md §C.4: the 
 app in debugger mode with the same converters) and answer errors in the same
 `{code, message, status}` shape (§C.5). Only paths, request bodies and authentication differ,
 so those stay in the adapters and everything else lives here:
-- `DifyWire`: one app's HTTP side (base URL, headers, timeouts, secrets, logging), a streaming
-  chat call that keeps the stream contract of base.py, and non-streaming calls.
+- `DifyWire`: one app's `AgentWire` (http.py) that reads Dify's error bodies, with a streaming
+  chat call that keeps the stream contract of base.py and readers for Dify's JSON replies.
 - `StreamState`: Dify's event objects -> AgentEvents (text, replace, sources, end, error).
 - `ThinkingSplitter`: the reasoning block Dify 0.15.3 puts in front of the answer.
 - `map_http_error` / `map_stream_error`: Dify's error codes -> the AgentError hierarchy.
@@ -54,23 +54,23 @@ from bot.agents.base import (
     Usage,
 )
 from bot.agents.http import (
-    EXCERPT_CHARS,
+    AgentSettings,
+    AgentWire,
     Reply,
     error_for_status,
     excerpt,
-    fetch,
     is_event_stream,
     iter_sse,
-    open_stream,
     parse_json,
     parse_retry_after,
-    read_body,
+    read_reply,
     redact,
+    token_usage,
 )
 
 __all__ = [
+    "DifyErrorMapper",
     "DifyWire",
-    "ErrorMapper",
     "StreamState",
     "ThinkingSplitter",
     "dify_http_error",
@@ -82,62 +82,48 @@ __all__ = [
 ]
 
 # (status, code, message, response headers) -> the error; adapters refine Dify's mapping.
-ErrorMapper = Callable[[int, str | None, str, httpx.Headers], AgentError]
+DifyErrorMapper = Callable[[int, str | None, str, httpx.Headers], AgentError]
 
 
 def dify_http_error(
     status: int, code: str | None, message: str, headers: httpx.Headers
 ) -> AgentError:
-    """The default `ErrorMapper`: `map_http_error` with the Retry-After header."""
+    """The default `DifyErrorMapper`: `map_http_error` with the Retry-After header."""
     return map_http_error(status, code, message, retry_after=parse_retry_after(headers))
 
 
-class DifyWire:
-    """One Dify app's HTTP side: requests with the app's headers, errors mapped and logged.
+class DifyWire(AgentWire):
+    """One Dify app's HTTP side: an `AgentWire` that reads Dify's error bodies and streams.
 
-    `label` names the agent in log lines ("dify agent support"); `cut_detail` is the detail of
-    the AgentStreamCut for a stream that ends without `message_end`.
+    `map_error` refines the mapping of Dify's `{code, message}` errors (the console adds the
+    gateway's); `cut_detail` is the detail of the AgentStreamCut for a stream that ends without
+    `message_end`.
     """
 
     def __init__(
         self,
         http: httpx.AsyncClient,
+        config: AgentSettings,
         *,
-        base_url: str,
-        headers: Mapping[str, str],
-        timeouts: httpx.Timeout,
-        secrets: tuple[str, ...],
+        own_headers: Mapping[str, str],
         logger: logging.Logger,
-        label: str,
-        map_error: ErrorMapper = dify_http_error,
+        map_error: DifyErrorMapper = dify_http_error,
         cut_detail: str = "the stream ended without message_end",
     ) -> None:
-        self._http = http
-        self._base = base_url.rstrip("/")
-        self._headers = dict(headers)
-        self._timeouts = timeouts
-        self._secrets = secrets
-        self._logger = logger
-        self._label = label
-        self._map_error = map_error
+        super().__init__(
+            http, config, logger=logger, own_headers=own_headers, map_error=self._http_error
+        )
+        self._map_dify_error = map_error
         self._cut_detail = cut_detail
 
     async def stream(self, path: str, body: Mapping[str, Any]) -> AsyncGenerator[AgentEvent, None]:
         """POST a streaming chat request; events per the stream contract (never raises)."""
         what = path.rsplit("/", 1)[-1]
-        state = StreamState(self._secrets)
+        state = StreamState(self.secrets)
         try:
-            async with open_stream(
-                self._http,
-                "POST",
-                f"{self._base}{path}",
-                timeouts=self._timeouts,
-                headers={**self._headers, "Accept": "text/event-stream"},
-                json=body,
-                secrets=self._secrets,
-            ) as response:
+            async with self.open_stream("POST", path, json=body) as response:
                 if response.status_code != 200 or not is_event_stream(response):
-                    raise await self._error_from(response, what)
+                    raise self.refused_stream(await read_reply(response), what)
                 async with aclosing(self._events(response, state, what)) as events:
                     async for event in events:
                         yield event
@@ -149,38 +135,6 @@ class DifyWire:
             self.log_failure(what, exc)
             for event in state.fail(exc):
                 yield event
-
-    async def fetch(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, str] | None = None,
-    ) -> Reply:
-        """One non-streaming request, any status; transport failures raised as AgentError."""
-        try:
-            return await fetch(
-                self._http,
-                method,
-                f"{self._base}{path}",
-                timeouts=self._timeouts,
-                headers=self._headers,
-                json=json,
-                params=params,
-                secrets=self._secrets,
-            )
-        except AgentError as exc:
-            self.log_failure(path.rsplit("/", 1)[-1], exc)
-            raise
-
-    def raise_for(self, reply: Reply, what: str) -> None:
-        """Raise (and log) the mapped error unless the reply is a 2xx."""
-        if reply.ok:
-            return
-        error = self.http_error(reply.status, reply.headers, reply.body)
-        self.log_failure(what, error)
-        raise error
 
     def json_object(self, reply: Reply, what: str) -> dict[str, Any]:
         """The JSON object of a successful reply (raises for errors and unreadable bodies)."""
@@ -205,30 +159,11 @@ class DifyWire:
             item for item in self.data_list(reply, what) if isinstance(item, str) and item.strip()
         ]
 
-    def http_error(self, status: int, headers: httpx.Headers, body: bytes) -> AgentError:
-        code, message = error_fields(body)
+    def _http_error(self, reply: Reply) -> AgentError:
+        code, message = error_fields(reply.body)
         if message is None:
-            message = excerpt(body) or f"HTTP {status}"
-        return self._map_error(status, code, redact(message, self._secrets), headers)
-
-    def protocol_error(self, what: str, problem: str, data: bytes | str) -> AgentProtocolError:
-        sample = redact(excerpt(data, EXCERPT_CHARS), self._secrets)
-        self._logger.warning("%s: %s: %s: %r", self._label, what, problem, sample)
-        return AgentProtocolError(f"{problem}: {sample}")
-
-    def log_failure(self, what: str, error: AgentError) -> None:
-        # str(error) carries kind, status, code and the platform's (redacted) message only.
-        # An expired conversation is routine (the bot starts a new one), not a warning.
-        level = logging.INFO if isinstance(error, ConversationNotFound) else logging.WARNING
-        self._logger.log(
-            level,
-            "%s: %s failed: status=%s code=%s: %s",
-            self._label,
-            what,
-            error.status,
-            error.code,
-            error,
-        )
+            message = excerpt(reply.body) or f"HTTP {reply.status}"
+        return self._map_dify_error(reply.status, code, self.redact(message), reply.headers)
 
     async def _events(
         self, response: httpx.Response, state: StreamState, what: str
@@ -239,9 +174,9 @@ class DifyWire:
                 continue
             for event in state.handle(obj):
                 if isinstance(event, Finished):
-                    self._logger.debug(
+                    self.logger.debug(
                         "%s: answer %s finished (%s), usage %s",
-                        self._label,
+                        self.label,
                         event.message_id,
                         event.finish_reason,
                         event.usage,
@@ -258,14 +193,6 @@ class DifyWire:
         if not isinstance(obj, dict) or not isinstance(obj.get("event"), str):
             raise self.protocol_error(what, "unreadable event", sse.data)
         return obj
-
-    async def _error_from(self, response: httpx.Response, what: str) -> AgentError:
-        body = await read_body(response)
-        if response.status_code == 200:
-            # A blocking answer or an HTML page where an event stream was asked for.
-            content_type = response.headers.get("content-type", "(none)")
-            return self.protocol_error(what, f"expected an event stream, got {content_type}", body)
-        return self.http_error(response.status_code, response.headers, body)
 
 
 # --- error mapping -------------------------------------------------------------------------------
@@ -462,18 +389,7 @@ def _stream_error(obj: Mapping[str, Any], secrets: tuple[str, ...]) -> AgentErro
 
 
 def _usage(value: object) -> Usage | None:
-    if not isinstance(value, dict):
-        return None
-
-    def count(key: str) -> int | None:
-        number = value.get(key)
-        return number if isinstance(number, int) and not isinstance(number, bool) else None
-
-    return Usage(
-        prompt_tokens=count("prompt_tokens"),
-        completion_tokens=count("completion_tokens"),
-        total_tokens=count("total_tokens"),
-    )
+    return token_usage(value, "prompt_tokens", "completion_tokens", "total_tokens")
 
 
 # --- citations -----------------------------------------------------------------------------------

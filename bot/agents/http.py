@@ -2,7 +2,9 @@
 
 Adapters get an `httpx.AsyncClient` from the app factory and never create one. This module turns
 httpx's transport failures into the `AgentError` hierarchy, so each adapter only maps what its
-platform *says* (status codes, error bodies, error events), not what the network does.
+platform *says* (status codes, error bodies, error events), not what the network does. Each
+adapter holds one `AgentWire`: its agent's base URL, headers, timeouts and secrets, the calls
+made with them, and the logging of their failures, the same for every platform.
 
 Timeouts: the read timeout is the agent's *silence* timeout. It also covers the wait for the
 response headers, because Dify sends its headers only together with the first event (10 s and
@@ -14,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,6 +38,8 @@ from bot.agents.base import (
     AgentStreamCut,
     AgentTimeout,
     AgentUnavailable,
+    ConversationNotFound,
+    Usage,
 )
 
 # How much of an error body is read: enough for any JSON error, bounded against HTML error pages
@@ -49,11 +54,15 @@ __all__ = [
     "ERROR_BODY_LIMIT",
     "EXCERPT_CHARS",
     "REPLY_BODY_LIMIT",
+    "AgentSettings",
+    "AgentWire",
+    "ErrorInfo",
+    "ErrorMapper",
     "Reply",
     "TimeoutSettings",
     "error_for_status",
+    "error_info",
     "excerpt",
-    "fetch",
     "is_event_stream",
     "iter_sse",
     "make_timeout",
@@ -62,7 +71,9 @@ __all__ = [
     "parse_json",
     "parse_retry_after",
     "read_body",
+    "read_reply",
     "redact",
+    "token_usage",
     "transport_error",
 ]
 
@@ -75,6 +86,24 @@ class TimeoutSettings(Protocol):
 
     @property
     def silence_timeout(self) -> float: ...
+
+
+class AgentSettings(TimeoutSettings, Protocol):
+    """What an `AgentWire` reads from an agent's config (every agent config has these)."""
+
+    @property
+    def platform(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def headers(self) -> Mapping[str, SecretStr]: ...
+
+    def secrets(self) -> list[str]: ...
 
 
 def make_timeout(config: TimeoutSettings) -> httpx.Timeout:
@@ -265,6 +294,19 @@ def parse_json(body: bytes | str) -> Any | None:
         return None
 
 
+def token_usage(value: object, prompt: str, completion: str, total: str) -> Usage | None:
+    """The token counts of a usage object under the platform's key names (`prompt` and so on);
+    None when `value` is no object. A count that is not an integer is missing."""
+    if not isinstance(value, dict):
+        return None
+
+    def count(key: str) -> int | None:
+        number = value.get(key)
+        return number if isinstance(number, int) and not isinstance(number, bool) else None
+
+    return Usage(count(prompt), count(completion), count(total))
+
+
 def parse_retry_after(headers: httpx.Headers, *, now: float | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), if any."""
     value = headers.get("retry-after", "").strip()
@@ -307,6 +349,64 @@ def error_for_status(
     return AgentProtocolError(detail, status=status, code=code)
 
 
+# --- error bodies --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What an error body says, whatever its shape."""
+
+    code: str | None = None
+    type: str | None = None
+    message: str | None = None
+
+    @property
+    def label(self) -> str | None:
+        """The most specific identifier, for `AgentError.code`."""
+        return self.code or self.type
+
+
+def error_info(payload: object) -> ErrorInfo:
+    """Read an error body: OpenAI's `{"error": {message, type, code}}`, Timeweb's management
+    `BaseError` `{status_code, error_code, message}`, `{"error": "text"}`, or FastAPI-style
+    `{"detail": ...}`. Anything else gives an empty ErrorInfo (the caller logs the raw body)."""
+    if not isinstance(payload, dict):
+        return ErrorInfo()
+    inner = payload.get("error")
+    if isinstance(inner, dict):
+        return ErrorInfo(
+            code=_label(inner.get("code")),
+            type=_label(inner.get("type")),
+            message=_message(inner.get("message")),
+        )
+    return ErrorInfo(
+        code=_label(payload.get("error_code")) or _label(payload.get("code")),
+        type=_label(payload.get("type")),
+        message=(
+            _message(payload.get("message")) or _message(inner) or _message(payload.get("detail"))
+        ),
+    )
+
+
+def _label(value: object) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):  # some servers put the HTTP status into `code`
+        return str(value)
+    return value if isinstance(value, str) and value else None
+
+
+def _message(value: object) -> str | None:
+    """A message that may be a string, a list of strings, or a list of `{msg}` objects."""
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, list):
+        parts = [_message(item.get("msg") if isinstance(item, dict) else item) for item in value]
+        joined = "; ".join(p for p in parts if p)
+        return joined or None
+    return None
+
+
 # --- non-streaming requests ----------------------------------------------------------------------
 
 
@@ -326,28 +426,159 @@ class Reply:
         return parse_json(self.body)
 
 
-async def fetch(
-    http: httpx.AsyncClient,
-    method: str,
-    url: str,
-    *,
-    timeouts: httpx.Timeout,
-    headers: Mapping[str, str] | None = None,
-    json: Any = None,
-    params: Mapping[str, str] | None = None,
-    secrets: Sequence[str] = (),
-    limit: int = REPLY_BODY_LIMIT,
-) -> Reply:
-    """One request whose body is read completely (up to `limit`); transport errors mapped."""
-    async with open_stream(
-        http,
-        method,
-        url,
-        timeouts=timeouts,
-        headers=headers,
-        json=json,
-        params=params,
-        secrets=secrets,
-    ) as response:
-        body = await read_body(response, limit if response.is_success else ERROR_BODY_LIMIT)
-        return Reply(response.status_code, response.headers, body)
+async def read_reply(response: httpx.Response, limit: int = ERROR_BODY_LIMIT) -> Reply:
+    """The response with up to `limit` bytes of its body, e.g. an error answer to a stream."""
+    return Reply(response.status_code, response.headers, await read_body(response, limit))
+
+
+# --- one agent's HTTP side -----------------------------------------------------------------------
+
+# The platform's reading of an error answer (any non-2xx, or a 2xx that is none of the answers
+# asked for). It must pass every text it quotes from the body through `AgentWire.redact`.
+ErrorMapper = Callable[[Reply], AgentError]
+
+
+class AgentWire:
+    """One agent's HTTP side: where it is, how it is called, and how its failures are logged.
+
+    Every adapter talks to its platform through one, so the plumbing is the same everywhere:
+    requests carry the agent's headers, timeouts and secrets; transport failures come out as
+    AgentErrors; error answers go through the platform's `map_error`; and every failure is
+    logged once per call with the agent's label ("dify agent support") and the call (`what`),
+    secrets redacted. What a platform *says* (its error bodies, its events) stays in its adapter.
+
+    `own_headers` are the adapter's (authentication, Accept); the configured headers are applied
+    on top of them (see `merge_headers`). `base_url` defaults to the configured one.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        config: AgentSettings,
+        *,
+        logger: logging.Logger,
+        map_error: ErrorMapper,
+        own_headers: Mapping[str, str] | None = None,
+        base_url: str | None = None,
+        stream_headers: Mapping[str, str] | None = None,
+        log_error_bodies: bool = False,
+    ) -> None:
+        self._http = http
+        self._base = (config.base_url if base_url is None else base_url).rstrip("/")
+        self._headers = merge_headers(own_headers or {}, config.headers)
+        # Streaming requests: by default the agent's headers with Accept set on top of them; an
+        # adapter may merge its own instead (OpenAI's let a configured Accept win, as
+        # `merge_headers` lets any configured header win).
+        self._stream_headers = (
+            dict(stream_headers)
+            if stream_headers is not None
+            else {**self._headers, "Accept": "text/event-stream"}
+        )
+        self._timeouts = make_timeout(config)
+        self.secrets: tuple[str, ...] = tuple(config.secrets())
+        self.logger = logger
+        self.label = f"{config.platform} agent {config.name}"
+        self._map_error = map_error
+        # Where a platform's error bodies are undocumented (Timeweb), their raw excerpt is
+        # logged with every error answer, so an operator can see what the platform said.
+        self._log_error_bodies = log_error_bodies
+
+    def redact(self, text: str) -> str:
+        """`text` without any of this agent's secrets (for error details and log lines)."""
+        return redact(text, self.secrets)
+
+    async def fetch(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Reply:
+        """One non-streaming request, any status, its body read completely (up to
+        REPLY_BODY_LIMIT, an error's up to ERROR_BODY_LIMIT); transport failures logged and
+        raised."""
+        try:
+            request = self._request(method, path, self._headers, json=json, params=params)
+            async with request as response:
+                limit = REPLY_BODY_LIMIT if response.is_success else ERROR_BODY_LIMIT
+                return await read_reply(response, limit)
+        except AgentError as exc:
+            self.log_failure(path.rsplit("/", 1)[-1], exc)
+            raise
+
+    def open_stream(
+        self, method: str, path: str, *, json: Any = None
+    ) -> AbstractAsyncContextManager[httpx.Response]:
+        """A streaming request (see the module's `open_stream`). Failures are not logged here:
+        only the caller knows whether one ends the answer (Chaindesk's may not)."""
+        return self._request(method, path, self._stream_headers, json=json)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> AbstractAsyncContextManager[httpx.Response]:
+        return open_stream(
+            self._http,
+            method,
+            f"{self._base}{path}",
+            timeouts=self._timeouts,
+            headers=headers,
+            json=json,
+            params=params,
+            secrets=self.secrets,
+        )
+
+    def raise_for(self, reply: Reply, what: str, map_error: ErrorMapper | None = None) -> None:
+        """Raise (and log) the platform's error unless the reply is a 2xx.
+
+        `map_error` replaces the wire's mapper for this one call (Timeweb's mapping depends
+        on whether the request continued a chat).
+        """
+        if reply.ok:
+            return
+        error = (map_error or self._map_error)(reply)
+        self.log_failure(what, error, reply.body if self._log_error_bodies else None)
+        raise error
+
+    def refused_stream(self, reply: Reply, what: str) -> AgentError:
+        """The error for an answer to a streaming request that is not the stream asked for."""
+        if reply.status == 200:
+            # A blocking answer or an HTML page where an event stream was asked for.
+            content_type = reply.headers.get("content-type", "(none)")
+            return self.protocol_error(
+                what, f"expected an event stream, got {content_type}", reply.body
+            )
+        return self._map_error(reply)
+
+    def protocol_error(self, what: str, problem: str, data: bytes | str) -> AgentProtocolError:
+        """An answer this adapter cannot read: logged with a redacted sample, then returned."""
+        sample = self.redact(excerpt(data, EXCERPT_CHARS))
+        self.logger.warning("%s: %s: %s: %r", self.label, what, problem, sample)
+        return AgentProtocolError(f"{problem}: {sample}")
+
+    def log_failure(self, what: str, error: AgentError, body: bytes | None = None) -> None:
+        """One line for a failed call; a given error `body` is logged too, as a redacted excerpt.
+
+        str(error) carries kind, status, code and the platform's (redacted) message only.
+        """
+        sample = self.redact(excerpt(body)) if body else ""
+        # The body is the detail already when it held no readable message.
+        raw = f" body={sample!r}" if sample and sample not in error.detail else ""
+        # An expired conversation is routine (the bot starts a new one), not a warning.
+        level = logging.INFO if isinstance(error, ConversationNotFound) else logging.WARNING
+        self.logger.log(
+            level,
+            "%s: %s failed: status=%s code=%s: %s%s",
+            self.label,
+            what,
+            error.status,
+            error.code,
+            error,
+            raw,
+        )

@@ -22,7 +22,6 @@ import logging
 import re
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
@@ -33,7 +32,6 @@ from bot.agents.base import (
     AgentBadRequest,
     AgentError,
     AgentEvent,
-    AgentProtocolError,
     AgentQuotaExceeded,
     AgentRateLimited,
     AgentRequest,
@@ -50,20 +48,21 @@ from bot.agents.base import (
 )
 from bot.agents.dify import ThinkingSplitter
 from bot.agents.http import (
-    EXCERPT_CHARS,
+    AgentWire,
+    ErrorInfo,
     Reply,
     error_for_status,
+    error_info,
     excerpt,
-    fetch,
     is_event_stream,
     iter_sse,
-    make_timeout,
     merge_headers,
-    open_stream,
     parse_json,
     parse_retry_after,
     read_body,
+    read_reply,
     redact,
+    token_usage,
 )
 from bot.config import OpenAIAgentConfig, TimewebAgentConfig
 
@@ -89,6 +88,8 @@ __all__ = [
 TIMEWEB_PROXY_SOURCE: Final[str] = TimewebAgentConfig.model_fields["proxy_source"].default
 _TIMEWEB_DOMAIN: Final = "timeweb.cloud"
 _DONE: Final = "[DONE]"
+# The one streaming call, as it is named in log lines.
+_CHAT: Final = "chat/completions"
 # The finish_reason with which Timeweb reports a failed generation (SPEC A.2); no OpenAI server
 # sends it, but Timeweb's compatible route may pass its native value through.
 UPSTREAM_ERROR_REASON: Final = "error"
@@ -105,30 +106,32 @@ class OpenAIClient:
         # KeepsNoHistory: the bot stores the turns and sends them; the adapter trims them again.
         self.history_limits = HistoryLimits(config.max_history_turns, config.max_history_chars)
         self._config = config
-        self._http = http
-        self._base = config.base_url.rstrip("/")
-        self._timeouts = make_timeout(config)
         own = _own_headers(config)
-        self._headers = merge_headers(own, config.headers)
-        self._chat_headers = merge_headers({**own, "Accept": "text/event-stream"}, config.headers)
-        self._secrets = tuple(config.secrets())
+        self._wire = AgentWire(
+            http,
+            config,
+            logger=logger,
+            map_error=self._http_error,
+            own_headers=own,
+            stream_headers=merge_headers({**own, "Accept": "text/event-stream"}, config.headers),
+            # Timeweb's error bodies are undocumented (SPEC A.2 ⚠️): their excerpt is logged.
+            log_error_bodies=True,
+        )
 
     # --- AgentClient -----------------------------------------------------------------------------
 
     async def stream(self, request: AgentRequest) -> AsyncGenerator[AgentEvent, None]:
-        state = _StreamState(self._secrets)
+        state = _StreamState(self._wire.secrets)
         try:
-            async with open_stream(
-                self._http,
-                "POST",
-                f"{self._base}/chat/completions",
-                timeouts=self._timeouts,
-                headers=self._chat_headers,
-                json=self._chat_body(request),
-                secrets=self._secrets,
+            async with self._wire.open_stream(
+                "POST", "/chat/completions", json=self._chat_body(request)
             ) as response:
                 if response.status_code != 200:
-                    for event in state.fail(await self._error_from(response)):
+                    reply = await read_reply(response)
+                    error = self._http_error(reply)
+                    # Logged here, once, with the raw body excerpt (see log_error_bodies).
+                    self._wire.log_failure(_CHAT, error, reply.body)
+                    for event in state.fail(error):
                         yield event
                     return
                 if is_event_stream(response):
@@ -141,19 +144,16 @@ class OpenAIClient:
             for event in state.end_of_body():
                 yield event
         except AgentError as exc:
-            self._log_failure("chat/completions", exc)
+            self._wire.log_failure(_CHAT, exc)
             for event in state.fail(exc):
                 yield event
 
     async def check(self) -> str:
         # Transport failures raise: "(no /models)" is only for a server that did answer.
-        reply = await self._fetch_models()
+        reply = await self._wire.fetch("GET", "/models")
         if reply.status == 404:
             return "OpenAI-compatible endpoint (no /models)"
-        if not reply.ok:
-            error = self._http_error(reply.status, reply.headers, reply.body)
-            self._log_failure("models", error, reply.body)
-            raise error
+        self._wire.raise_for(reply, "models")
         body = reply.json()
         models = body.get("data") if isinstance(body, dict) else None
         if not isinstance(models, list):
@@ -178,7 +178,7 @@ class OpenAIClient:
         async for sse in iter_sse(response):
             for event in self._handle(sse, state):
                 if isinstance(event, Failed):  # an error object or finish_reason in the stream
-                    self._log_failure("chat/completions stream", event.error)
+                    self._wire.log_failure(f"{_CHAT} stream", event.error)
                 yield event
             if state.done:
                 return  # after [DONE] or an error: nothing more is read
@@ -193,10 +193,10 @@ class OpenAIClient:
         if sse.event == "error":
             # Some servers name the event instead of (or besides) sending `{"error": {...}}`.
             if isinstance(obj, dict):
-                return state.fail(map_stream_error(obj.get("error") or obj, self._secrets))
-            return state.fail(AgentUpstreamError(redact(excerpt(data), self._secrets)))
+                return state.fail(map_stream_error(obj.get("error") or obj, self._wire.secrets))
+            return state.fail(AgentUpstreamError(self._wire.redact(excerpt(data))))
         if not isinstance(obj, dict):
-            raise self._protocol_error("unreadable chunk", data)
+            raise self._wire.protocol_error(_CHAT, "unreadable chunk", data)
         return state.chunk(obj)
 
     async def _completion(self, response: httpx.Response, state: _StreamState) -> list[AgentEvent]:
@@ -207,59 +207,19 @@ class OpenAIClient:
             isinstance(obj.get("choices"), list) or "error" in obj
         ):
             content_type = response.headers.get("content-type", "(none)")
-            raise self._protocol_error(f"expected an event stream, got {content_type}", body)
+            raise self._wire.protocol_error(
+                _CHAT, f"expected an event stream, got {content_type}", body
+            )
         return state.completion(obj)
 
-    async def _fetch_models(self) -> Reply:
-        try:
-            return await fetch(
-                self._http,
-                "GET",
-                f"{self._base}/models",
-                timeouts=self._timeouts,
-                headers=self._headers,
-                secrets=self._secrets,
-            )
-        except AgentError as exc:
-            self._log_failure("models", exc)
-            raise
-
-    async def _error_from(self, response: httpx.Response) -> AgentError:
-        """The error of a non-200 answer, logged once with its raw body excerpt."""
-        body = await read_body(response)
-        error = self._http_error(response.status_code, response.headers, body)
-        self._log_failure("chat/completions", error, body)
-        return error
-
-    def _http_error(self, status: int, headers: httpx.Headers, body: bytes) -> AgentError:
-        info = error_info(parse_json(body))
-        message = info.message or excerpt(body) or f"HTTP {status}"
+    def _http_error(self, reply: Reply) -> AgentError:
+        info = error_info(reply.json())
+        message = info.message or excerpt(reply.body) or f"HTTP {reply.status}"
         return map_http_error(
-            status,
+            reply.status,
             info,
-            redact(message, self._secrets),
-            retry_after=parse_retry_after(headers),
-        )
-
-    def _protocol_error(self, problem: str, data: bytes | str) -> AgentProtocolError:
-        sample = redact(excerpt(data, EXCERPT_CHARS), self._secrets)
-        logger.warning("openai agent %s: %s: %r", self.name, problem, sample)
-        return AgentProtocolError(f"{problem}: {sample}")
-
-    def _log_failure(self, what: str, error: AgentError, body: bytes | None = None) -> None:
-        # str(error) carries kind, status, code and the platform's (redacted) message only. The
-        # raw body excerpt is added because Timeweb's error bodies are undocumented (SPEC A.2 ⚠️).
-        sample = redact(excerpt(body), self._secrets) if body else ""
-        # The body is the detail already when it held no readable message.
-        raw = f" body={sample!r}" if sample and sample not in error.detail else ""
-        logger.warning(
-            "openai agent %s: %s failed: status=%s code=%s: %s%s",
-            self.name,
-            what,
-            error.status,
-            error.code,
-            error,
-            raw,
+            self._wire.redact(message),
+            retry_after=parse_retry_after(reply.headers),
         )
 
 
@@ -343,62 +303,8 @@ def build_messages(
 
 # --- errors --------------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True, slots=True)
-class ErrorInfo:
-    """What an error body says, whatever its shape."""
-
-    code: str | None = None
-    type: str | None = None
-    message: str | None = None
-
-    @property
-    def label(self) -> str | None:
-        """The most specific identifier, for `AgentError.code`."""
-        return self.code or self.type
-
-
-def error_info(payload: object) -> ErrorInfo:
-    """Read an error body: OpenAI's `{"error": {message, type, code}}`, Timeweb's management
-    `BaseError` `{status_code, error_code, message}`, `{"error": "text"}`, or FastAPI-style
-    `{"detail": ...}`. Anything else gives an empty ErrorInfo (the caller logs the raw body)."""
-    if not isinstance(payload, dict):
-        return ErrorInfo()
-    inner = payload.get("error")
-    if isinstance(inner, dict):
-        return ErrorInfo(
-            code=_label(inner.get("code")),
-            type=_label(inner.get("type")),
-            message=_message(inner.get("message")),
-        )
-    return ErrorInfo(
-        code=_label(payload.get("error_code")) or _label(payload.get("code")),
-        type=_label(payload.get("type")),
-        message=(
-            _message(payload.get("message")) or _message(inner) or _message(payload.get("detail"))
-        ),
-    )
-
-
-def _label(value: object) -> str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):  # some servers put the HTTP status into `code`
-        return str(value)
-    return value if isinstance(value, str) and value else None
-
-
-def _message(value: object) -> str | None:
-    """A message that may be a string, a list of strings, or a list of `{msg}` objects."""
-    if isinstance(value, str):
-        return value.strip() or None
-    if isinstance(value, list):
-        parts = [_message(item.get("msg") if isinstance(item, dict) else item) for item in value]
-        joined = "; ".join(p for p in parts if p)
-        return joined or None
-    return None
-
-
+# Error bodies are read by `http.error_info` (shared with Timeweb's native route); `ErrorInfo` and
+# `error_info` stay importable from here.
 _QUOTA_CODES: Final = frozenset({"insufficient_quota", "quota_exceeded", "billing_hard_limit"})
 _RATE_CODES: Final = frozenset(
     {"rate_limit_exceeded", "rate_limit_error", "too_many_requests", "requests", "tokens"}
@@ -488,14 +394,9 @@ def finish_reason_from(name: str | None) -> FinishReason:
 
 
 def usage_from(value: object) -> Usage | None:
-    if not isinstance(value, dict):
-        return None
-
-    def count(key: str) -> int | None:
-        number = value.get(key)
-        return number if isinstance(number, int) and not isinstance(number, bool) else None
-
-    usage = Usage(count("prompt_tokens"), count("completion_tokens"), count("total_tokens"))
+    """OpenAI's `usage`; None also when it holds no counts, so that an empty `usage` in a later
+    chunk never replaces the counts already seen."""
+    usage = token_usage(value, "prompt_tokens", "completion_tokens", "total_tokens")
     return None if usage == Usage() else usage
 
 

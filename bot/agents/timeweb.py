@@ -20,7 +20,8 @@ import logging
 import re
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any, Final
+from functools import partial
+from typing import Final
 from urllib.parse import quote
 
 import httpx
@@ -43,17 +44,15 @@ from bot.agents.base import (
     Usage,
 )
 from bot.agents.http import (
-    EXCERPT_CHARS,
+    AgentWire,
+    ErrorInfo,
     Reply,
+    error_info,
     excerpt,
-    fetch,
-    make_timeout,
-    merge_headers,
     parse_json,
     parse_retry_after,
-    redact,
 )
-from bot.agents.openai import UPSTREAM_ERROR_REASON, ErrorInfo
+from bot.agents.openai import UPSTREAM_ERROR_REASON
 from bot.config import TimewebAgentConfig
 
 logger = logging.getLogger("relaygram.agents.timeweb")
@@ -81,23 +80,25 @@ class TimewebClient:
         self.name = config.name
         self.title = config.title or config.name
         self._config = config
-        self._http = http
-        self._agent_url = (
-            f"{config.base_url.rstrip('/')}{AGENTS_PATH}/{quote(config.agent_id, safe='')}"
+        self._wire = AgentWire(
+            http,
+            config,
+            logger=logger,
+            map_error=self._http_error,
+            own_headers=_own_headers(config),
+            base_url=f"{config.base_url}{AGENTS_PATH}/{quote(config.agent_id, safe='')}",
+            # The error body format is undocumented (SPEC A.2 ⚠️): its raw excerpt is logged too.
+            log_error_bodies=True,
         )
-        self._timeouts = make_timeout(config)
-        self._headers = merge_headers(_own_headers(config), config.headers)
-        self._secrets = tuple(config.secrets())
 
     # --- AgentClient -----------------------------------------------------------------------------
 
     async def stream(self, request: AgentRequest) -> AsyncGenerator[AgentEvent, None]:
         parent = request.parent_message_id or request.conversation
         try:
-            reply = await self._fetch("POST", "/call", json=call_body(request.text, parent))
-            reply = _embedded_error(reply)
-            if not reply.ok:
-                raise self._http_error("call", reply, continued=parent is not None)
+            reply = await self._wire.fetch("POST", "/call", json=call_body(request.text, parent))
+            map_error = partial(self._http_error, continued=parent is not None)
+            self._wire.raise_for(_embedded_error(reply), "call", map_error)
             answer = self._parse(reply.body)
         except AgentError as exc:
             yield Failed(exc)
@@ -108,9 +109,8 @@ class TimewebClient:
     async def check(self) -> str:
         # SPEC A.3: clients use the compatible route's model list as a health check; it needs
         # the same access id, token and x-proxy-source as /call and asks the agent nothing.
-        reply = await self._fetch("GET", "/v1/models")
-        if not reply.ok:
-            raise self._http_error("models", reply, continued=False)
+        reply = await self._wire.fetch("GET", "/v1/models")
+        self._wire.raise_for(reply, "models")
         return f"Timeweb agent {self._config.agent_id}"
 
     # --- internals -------------------------------------------------------------------------------
@@ -144,7 +144,7 @@ class TimewebClient:
             f"{answer.response_id})",
             code=UPSTREAM_ERROR_REASON,
         )
-        self._log_failure("call", error)
+        self._wire.log_failure("call", error)
         return Failed(error)
 
     def _finished(self, answer: TimewebAnswer) -> Finished:
@@ -166,57 +166,20 @@ class TimewebClient:
         try:
             return parse_answer(body)
         except AgentProtocolError as exc:
-            sample = redact(excerpt(body, EXCERPT_CHARS), self._secrets)
-            error = AgentProtocolError(f"{exc.detail}: {sample}")
-            self._log_failure("call", error)
+            error = AgentProtocolError(f"{exc.detail}: {self._wire.redact(excerpt(body))}")
+            self._wire.log_failure("call", error)
             raise error from None
 
-    async def _fetch(self, method: str, path: str, *, json: Any = None) -> Reply:
-        try:
-            return await fetch(
-                self._http,
-                method,
-                f"{self._agent_url}{path}",
-                timeouts=self._timeouts,
-                headers=self._headers,
-                json=json,
-                secrets=self._secrets,
-            )
-        except AgentError as exc:
-            self._log_failure(path.rsplit("/", 1)[-1], exc)
-            raise
-
-    def _http_error(self, what: str, reply: Reply, *, continued: bool) -> AgentError:
-        info = compat.error_info(reply.json())
-        message = redact(
-            info.message or excerpt(reply.body) or f"HTTP {reply.status}", self._secrets
-        )
-        error = map_http_error(
+    def _http_error(self, reply: Reply, *, continued: bool = False) -> AgentError:
+        """`continued`: the request named a message to continue from (`parent_message_id`)."""
+        info = error_info(reply.json())
+        message = self._wire.redact(info.message or excerpt(reply.body) or f"HTTP {reply.status}")
+        return map_http_error(
             reply.status,
             info,
             message,
             continued=continued,
             retry_after=parse_retry_after(reply.headers),
-        )
-        self._log_failure(what, error, reply.body)
-        return error
-
-    def _log_failure(self, what: str, error: AgentError, body: bytes | None = None) -> None:
-        # str(error) carries kind, status, code and the (redacted) message. The error body format
-        # is undocumented (SPEC A.2 ⚠️), so its raw excerpt is logged too, redacted.
-        sample = redact(excerpt(body), self._secrets) if body else ""
-        # The body is the detail already when it held no readable message.
-        raw = f" body={sample!r}" if sample and sample not in error.detail else ""
-        level = logging.INFO if isinstance(error, ConversationNotFound) else logging.WARNING
-        logger.log(
-            level,
-            "timeweb agent %s: %s failed: status=%s code=%s: %s%s",
-            self.name,
-            what,
-            error.status,
-            error.code,
-            error,
-            raw,
         )
 
 

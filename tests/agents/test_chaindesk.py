@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from functools import partial
 from typing import Any
 
 import httpx
@@ -35,7 +36,6 @@ from bot.agents.base import (
     AgentUpstreamError,
     AnswerAccumulator,
     AnswerRef,
-    Failed,
     Finished,
     FinishReason,
     Rating,
@@ -60,6 +60,17 @@ from bot.agents.chaindesk import (
     sources_from_response,
 )
 from bot.config import ChaindeskAgentConfig
+from tests.agents import conformance
+from tests.agents.conformance import (
+    answer_of,
+    assert_redacted,
+    check_ending,
+    connected,
+    failure,
+    logged_texts,
+    only_failure,
+    recorded,
+)
 from tests.fakes.chaindesk import (
     DEFAULT_AGENT_ID,
     DEFAULT_API_KEY,
@@ -115,20 +126,15 @@ def make_config(**overrides: Any) -> ChaindeskAgentConfig:
     return ChaindeskAgentConfig.model_validate(values)
 
 
-@asynccontextmanager
-async def chaindesk(
+def chaindesk(
     *answers: Answer, **overrides: Any
-) -> AsyncIterator[tuple[ChaindeskClient, Recorder]]:
-    recorder = Recorder(*answers)
-    async with httpx.AsyncClient(transport=recorder.transport()) as http:
-        yield ChaindeskClient(make_config(**overrides), http), recorder
+) -> AbstractAsyncContextManager[tuple[ChaindeskClient, Recorder]]:
+    return recorded(ChaindeskClient, make_config(**overrides), *answers)
 
 
-@asynccontextmanager
-async def served(fake: FakeChaindesk, **overrides: Any) -> AsyncIterator[ChaindeskClient]:
-    values: dict[str, Any] = {"agent_id": fake.agent.id, **overrides}
-    async with httpx.AsyncClient(transport=fake.transport()) as http:
-        yield ChaindeskClient(make_config(**values), http)
+def served(fake: FakeChaindesk, **overrides: Any) -> AbstractAsyncContextManager[ChaindeskClient]:
+    config = make_config(**{"agent_id": fake.agent.id, **overrides})
+    return connected(ChaindeskClient, config, fake.transport())
 
 
 def sse_body(
@@ -142,8 +148,8 @@ def bare_body(status: int, data: bytes) -> httpx.Response:
     return stream_response([data], status=status, headers=())
 
 
-async def collect(client: ChaindeskClient, request: AgentRequest | None = None) -> list[AgentEvent]:
-    return [event async for event in client.stream(request or AgentRequest("hi", USER))]
+# The questions in this suite come from "tg-42" unless a test says otherwise.
+collect = partial(conformance.collect, user=USER)
 
 
 def check_contract(events: Sequence[AgentEvent]) -> AnswerAccumulator:
@@ -152,32 +158,19 @@ def check_contract(events: Sequence[AgentEvent]) -> AnswerAccumulator:
     Chaindesk tells ids only in endpoint_response, after the text, so Started may follow
     text; once it came, no more text deltas may follow, and Finished repeats its ids.
     """
-    terminal = [e for e in events if isinstance(e, Finished | Failed)]
-    assert len(terminal) == 1, events
-    assert events[-1] is terminal[0], "Finished/Failed must be the last event"
-    started = [i for i, e in enumerate(events) if isinstance(e, Started)]
-    assert len(started) <= 1
+    terminal, started = check_ending(events)
     if started:
         assert not [e for e in events[started[0] :] if isinstance(e, TextDelta)]
         start = events[started[0]]
         assert isinstance(start, Started)
-        if isinstance(terminal[0], Finished):
+        if isinstance(terminal, Finished):
             assert (start.message_id, start.conversation) == (
-                terminal[0].message_id,
-                terminal[0].conversation,
+                terminal.message_id,
+                terminal.conversation,
             )
     assert not [e for e in events if isinstance(e, ReasoningDelta)]
     assert all(e.text for e in events if isinstance(e, TextDelta))
-    answer = AnswerAccumulator()
-    for event in events:
-        answer.apply(event)
-    return answer
-
-
-def failure(events: Sequence[AgentEvent]) -> AgentError:
-    last = events[-1]
-    assert isinstance(last, Failed), events
-    return last.error
+    return answer_of(events)
 
 
 def endpoint_response(obj: dict[str, Any]) -> bytes:
@@ -282,8 +275,7 @@ async def test_usage_limit_402_body_without_content_type() -> None:
     assert "content-type" not in response.headers
     async with chaindesk(response) as (client, recorder):
         events = await collect(client)
-    assert [type(e) for e in events] == [Failed]
-    error = failure(events)
+    error = only_failure(events)
     assert type(error) is AgentQuotaExceeded
     assert (error.status, error.code) == (402, "USAGE_LIMIT")
     assert error.detail == "the agent's usage limit is reached"
@@ -315,8 +307,7 @@ async def test_catalogued_errors(row: str, shape: str) -> None:
         response = bare_body(status, f"data: [ERROR]{message}\n\n".encode())
     async with chaindesk(response) as (client, recorder):
         events = await collect(client)
-    assert [type(e) for e in events] == [Failed]
-    error = failure(events)
+    error = only_failure(events)
     assert type(error) is ERROR_CLASSES[row]
     assert error.status == status
     if status < 500:
@@ -818,8 +809,7 @@ async def test_retrieval_silence_longer_than_the_timeout_fails() -> None:
     fake = FakeChaindesk(FakeAgent(default_script=Script(first_delay=5.0)))
     async with served(fake, silence_timeout=0.05) as client:
         events = await asyncio.wait_for(collect(client), timeout=2)
-    assert [type(e) for e in events] == [Failed]
-    assert type(failure(events)) is AgentTimeout
+    assert type(only_failure(events)) is AgentTimeout
 
 
 @pytest.mark.parametrize(
@@ -833,8 +823,7 @@ async def test_retrieval_silence_longer_than_the_timeout_fails() -> None:
 async def test_failures_before_headers(exc: Exception, expected: type[AgentError]) -> None:
     async with chaindesk(exc) as (client, recorder):
         events = await collect(client)
-    assert [type(e) for e in events] == [Failed]
-    assert type(failure(events)) is expected
+    assert type(only_failure(events)) is expected
     assert len(recorder.requests) == 1  # a transport failure is no reason to try /api
 
 
@@ -1114,14 +1103,7 @@ async def test_secrets_never_reach_errors_or_logs(
     sent = recorder.last.headers
     assert sent["authorization"] == f"Bearer {API_KEY}"  # they were really sent
     assert sent["x-gateway-token"] == HEADER_SECRET
-    error = failure(events)
-    texts = [str(error), error.detail, repr(error)]
-    texts += [r.getMessage() for r in caplog.records]
-    texts += [str(r.args) for r in caplog.records]
-    for text in texts:
-        assert API_KEY not in text
-        assert HEADER_SECRET not in text
-    assert any("***" in t for t in texts)
+    assert_redacted(logged_texts(failure(events), caplog.records), API_KEY, HEADER_SECRET)
 
 
 @pytest.mark.parametrize("call", ["feedback", "check"])

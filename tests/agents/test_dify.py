@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 
 from bot.agents.base import (
     AgentAuthError,
@@ -35,10 +33,8 @@ from bot.agents.base import (
     AgentTimeout,
     AgentUnavailable,
     AgentUpstreamError,
-    AnswerAccumulator,
     AnswerRef,
     ConversationNotFound,
-    Failed,
     Finished,
     FinishReason,
     Rating,
@@ -70,8 +66,21 @@ from bot.agents.http import (
     transport_error,
 )
 from bot.config import DifyAgentConfig
+from tests.agents.conformance import (
+    USER,
+    assert_redacted,
+    check_contract,
+    close_after_first_text,
+    collect,
+    connected,
+    failure,
+    logged_texts,
+    only_failure,
+    recorded,
+    served,
+    stop_after_three_texts,
+)
 from tests.fakes.dify import FakeApp, FakeDify, Script
-from tests.fakes.dify_server import make_app
 from tests.transcripts import (
     Answer,
     ChunkStream,
@@ -87,7 +96,6 @@ from tests.transcripts import (
 API_KEY = "app-SECRET-key-0001"
 HEADER_SECRET = "hdr-SECRET-value-0002"
 BASE_URL = "https://dify.example/v1"
-USER = "tg-user-42"
 SPLITS = [None, 1, 7, 64]  # as recorded, and re-split across events and UTF-8 sequences
 
 
@@ -104,39 +112,10 @@ def make_config(**overrides: Any) -> DifyAgentConfig:
     return DifyAgentConfig.model_validate(values)
 
 
-@asynccontextmanager
-async def dify(*answers: Answer, **overrides: Any) -> AsyncIterator[tuple[DifyClient, Recorder]]:
-    recorder = Recorder(*answers)
-    async with httpx.AsyncClient(transport=recorder.transport()) as http:
-        yield DifyClient(make_config(**overrides), http), recorder
-
-
-async def collect(client: DifyClient, request: AgentRequest | None = None) -> list[AgentEvent]:
-    return [event async for event in client.stream(request or AgentRequest("hi", USER))]
-
-
-def check_contract(events: Sequence[AgentEvent]) -> AnswerAccumulator:
-    """The stream contract of bot/agents/base.py, then the events folded into an answer."""
-    terminal = [e for e in events if isinstance(e, Finished | Failed)]
-    assert len(terminal) == 1, events
-    assert events[-1] is terminal[0], "Finished/Failed must be the last event"
-    started = [i for i, e in enumerate(events) if isinstance(e, Started)]
-    assert len(started) <= 1
-    texts = [i for i, e in enumerate(events) if isinstance(e, TextDelta | ReasoningDelta)]
-    if texts:
-        assert started, "Started must come before the first text"
-        assert started[0] < texts[0], "Started must come before the first text"
-    assert all(e.text for e in events if isinstance(e, TextDelta | ReasoningDelta))
-    answer = AnswerAccumulator()
-    for event in events:
-        answer.apply(event)
-    return answer
-
-
-def failure(events: Sequence[AgentEvent]) -> AgentError:
-    last = events[-1]
-    assert isinstance(last, Failed), events
-    return last.error
+def dify(
+    *answers: Answer, **overrides: Any
+) -> AbstractAsyncContextManager[tuple[DifyClient, Recorder]]:
+    return recorded(DifyClient, make_config(**overrides), *answers)
 
 
 async def replay(key: str, split: int | None = None, **overrides: Any) -> list[AgentEvent]:
@@ -366,16 +345,14 @@ async def test_26_27_auth_errors(key: str) -> None:
 @pytest.mark.parametrize("key", ["30", "31", "59"])
 async def test_unknown_conversation(key: str) -> None:
     events = await replay(key)
-    assert [type(e) for e in events] == [Failed]
-    error = failure(events)
+    error = only_failure(events)
     assert type(error) is ConversationNotFound
     assert error.detail == "Conversation Not Exists."
 
 
 async def test_06_blocking_json_where_a_stream_was_asked_is_a_protocol_error() -> None:
     events = await replay("06")
-    assert [type(e) for e in events] == [Failed]
-    assert type(failure(events)) is AgentProtocolError
+    assert type(only_failure(events)) is AgentProtocolError
 
 
 # --- streams: agent-chat and chatflow ------------------------------------------------------------
@@ -574,8 +551,7 @@ async def test_silence_timeout_between_chunks() -> None:
 async def test_read_timeout_before_headers() -> None:
     async with dify(httpx.ReadTimeout("timed out")) as (client, _):
         events = await collect(client)
-    assert [type(e) for e in events] == [Failed]
-    assert type(failure(events)) is AgentTimeout
+    assert type(only_failure(events)) is AgentTimeout
 
 
 @pytest.mark.parametrize(
@@ -584,8 +560,7 @@ async def test_read_timeout_before_headers() -> None:
 async def test_connect_failure_is_unavailable(exc: Exception) -> None:
     async with dify(exc) as (client, _):
         events = await collect(client)
-    assert [type(e) for e in events] == [Failed]
-    error = failure(events)
+    error = only_failure(events)
     assert type(error) is AgentUnavailable
     assert "dify.example" in error.detail
 
@@ -611,10 +586,7 @@ async def test_closing_the_stream_early_closes_the_response() -> None:
     stream = ChunkStream(live("04").response.chunks)
     response = httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=stream)
     async with dify(response) as (client, _):
-        events = client.stream(AgentRequest("hi", USER))
-        assert isinstance(await anext(events), Started)
-        assert isinstance(await anext(events), TextDelta)
-        await events.aclose()
+        await close_after_first_text(client)
     assert stream.closed
     assert stream.sent < len(stream.chunks)
 
@@ -652,8 +624,7 @@ async def test_catalogued_http_errors(entry: str) -> None:
     status = int(entry.split("_", 1)[0])
     async with dify(json_response(status, payload)) as (client, _):
         events = await collect(client)
-    assert [type(e) for e in events] == [Failed]
-    error = failure(events)
+    error = only_failure(events)
     assert type(error) is HTTP_ERROR_CLASSES[entry]
     assert (error.status, error.code, error.detail) == (status, payload["code"], payload["message"])
 
@@ -904,14 +875,7 @@ async def test_secrets_never_reach_errors_or_logs(
     sent = recorder.last.headers
     assert sent["authorization"] == f"Bearer {API_KEY}"  # they were really sent
     assert sent["x-gateway-token"] == HEADER_SECRET
-    error = failure(events)
-    texts = [str(error), error.detail, repr(error)]
-    texts += [r.getMessage() for r in caplog.records]
-    texts += [str(r.args) for r in caplog.records]
-    for text in texts:
-        assert API_KEY not in text
-        assert HEADER_SECRET not in text
-    assert any("***" in t for t in texts)
+    assert_redacted(logged_texts(failure(events), caplog.records), API_KEY, HEADER_SECRET)
 
 
 async def test_secrets_never_reach_errors_of_other_calls(caplog: pytest.LogCaptureFixture) -> None:
@@ -1029,26 +993,18 @@ def test_sources_ordered_deduplicated_with_urls() -> None:
 # --- against FakeDify ----------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def fake_client(fake: FakeDify, **overrides: Any) -> AsyncIterator[DifyClient]:
-    key = overrides.pop("api_key", fake.app.api_key)
-    async with httpx.AsyncClient(transport=fake.transport()) as http:
-        yield DifyClient(make_config(api_key=key, **overrides), http)
+def fake_client(fake: FakeDify, **overrides: Any) -> AbstractAsyncContextManager[DifyClient]:
+    config = make_config(**{"api_key": fake.app.api_key, **overrides})
+    return connected(DifyClient, config, fake.transport())
 
 
 @pytest.mark.parametrize(("stopper", "stops"), [(USER, True), ("someone-else", False)])
 async def test_fake_dify_stop_only_for_the_streams_own_user(stopper: str, stops: bool) -> None:
     chunks = [f"c{i:02d} " for i in range(20)]
     fake = FakeDify(FakeApp(default_script=Script(chunks=chunks, delay=0.005)))
-    events: list[AgentEvent] = []
     async with fake_client(fake) as client:
-        async for event in client.stream(AgentRequest("long please", USER)):
-            events.append(event)
-            if sum(isinstance(e, TextDelta) for e in events) == 3:
-                started = events[0]
-                assert isinstance(started, Started)
-                assert started.task_id
-                await client.stop(started.task_id, stopper)  # success either way
+        # Dify answers the stop with success either way.
+        events = await stop_after_three_texts(client, AgentRequest("long please", USER), stopper)
     answer = check_contract(events)
     assert answer.finished is not None  # an ordinary message_end in both cases
     assert fake.calls_to("POST", "/stop")[0].json == {"user": stopper}
@@ -1134,21 +1090,6 @@ async def test_fake_dify_agent_chat_mode() -> None:
 # --- over real HTTP (FakeDify served by aiohttp) -------------------------------------------------
 
 
-@asynccontextmanager
-async def served(fake: FakeDify) -> AsyncIterator[str]:
-    runner = web.AppRunner(make_app(fake))
-    await runner.setup()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        await runner.cleanup()
-
-
 async def test_over_real_http() -> None:
     fake = FakeDify(FakeApp(default_script=Script(chunks=["Привет", ", ", "мир 😀"], delay=0.01)))
     async with served(fake) as base_url, httpx.AsyncClient() as http:
@@ -1166,5 +1107,4 @@ async def test_over_real_http_silence_before_headers_times_out() -> None:
     async with served(fake) as base_url, httpx.AsyncClient() as http:
         config = make_config(base_url=base_url, api_key=fake.app.api_key, silence_timeout=0.1)
         events = await collect(DifyClient(config, http))
-    assert [type(e) for e in events] == [Failed]
-    assert type(failure(events)) is AgentTimeout
+    assert type(only_failure(events)) is AgentTimeout

@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -23,7 +22,6 @@ from bot.agents.base import (
     AgentAuthError,
     AgentBadRequest,
     AgentClient,
-    AgentEvent,
     AgentNotFound,
     AgentRequest,
     AgentStreamCut,
@@ -31,7 +29,6 @@ from bot.agents.base import (
     AgentUnavailable,
     AnswerRef,
     ConversationNotFound,
-    Failed,
     Finished,
     Rating,
     Started,
@@ -39,11 +36,23 @@ from bot.agents.base import (
     SupportsFeedback,
     SupportsStop,
     SupportsSuggestions,
-    TextDelta,
 )
 from bot.agents.dify_console import STATISTICS, DifyConsoleClient
 from bot.config import DifyConsoleAgentConfig
-from tests.agents.test_dify import check_contract, failure, served
+from tests.agents.conformance import (
+    USER,
+    assert_redacted,
+    check_contract,
+    close_after_first_text,
+    collect,
+    connected,
+    failure,
+    logged_texts,
+    only_failure,
+    recorded,
+    served,
+    stop_after_three_texts,
+)
 from tests.fakes.dify import Script
 from tests.fakes.dify_console import (
     DEFAULT_TOKEN,
@@ -69,7 +78,6 @@ COOKIE = "authelia_session=SECRET-cookie-0002"
 BASE_URL = "https://dify.example/console/api"
 GATEWAY_URL = "https://agent.alice.olares.com/api/controllers/console/api"
 APP_ID = "6af20025-7ce9-4768-aa17-ccf15dd7b6d0"  # the recorded app
-USER = "tg-user-42"
 SPLITS = [None, 1, 7, 64]
 RECORDED_CONVERSATION = "02fbad4a-5df1-4919-99e3-2cf61f643777"
 RECORDED_MESSAGE = "80872c9c-71d6-4744-be13-756c10f5ab9f"
@@ -89,29 +97,20 @@ def make_config(**overrides: Any) -> DifyConsoleAgentConfig:
     return DifyConsoleAgentConfig.model_validate(values)
 
 
-@asynccontextmanager
-async def console(
+def console(
     *answers: Answer, **overrides: Any
-) -> AsyncIterator[tuple[DifyConsoleClient, Recorder]]:
-    recorder = Recorder(*answers)
-    async with httpx.AsyncClient(transport=recorder.transport()) as http:
-        yield DifyConsoleClient(make_config(**overrides), http), recorder
+) -> AbstractAsyncContextManager[tuple[DifyConsoleClient, Recorder]]:
+    return recorded(DifyConsoleClient, make_config(**overrides), *answers)
 
 
-@asynccontextmanager
-async def fake_client(fake: FakeDifyConsole, **overrides: Any) -> AsyncIterator[DifyConsoleClient]:
+def fake_client(
+    fake: FakeDifyConsole, **overrides: Any
+) -> AbstractAsyncContextManager[DifyConsoleClient]:
     values: dict[str, Any] = {"app_id": fake.console_app.app_id, "api_key": fake.token}
     if fake.gateway:
         values["base_url"] = GATEWAY_URL
     values.update(overrides)
-    async with httpx.AsyncClient(transport=fake.transport()) as http:
-        yield DifyConsoleClient(make_config(**values), http)
-
-
-async def collect(
-    client: DifyConsoleClient, request: AgentRequest | None = None
-) -> list[AgentEvent]:
-    return [event async for event in client.stream(request or AgentRequest("hi", USER))]
+    return connected(DifyConsoleClient, make_config(**values), fake.transport())
 
 
 def app_detail(model_config: dict[str, Any] | None = None, mode: str = "chat") -> httpx.Response:
@@ -228,8 +227,7 @@ async def test_57_bad_token() -> None:
     assert caught.value.detail == "Invalid token."
     async with console(live("57").response.replay()) as (client, recorder):
         events = await collect(client)
-    assert [type(e) for e in events] == [Failed]
-    assert type(failure(events)) is AgentAuthError
+    assert type(only_failure(events)) is AgentAuthError
     assert len(recorder.requests) == 1  # no chat without the app's configuration
 
 
@@ -424,8 +422,7 @@ async def test_apps_that_cannot_chat_are_rejected_clearly(mode: str) -> None:
         events = await collect(client)
         with pytest.raises(AgentBadRequest) as caught:
             await client.check()
-    error = failure(events)
-    assert [type(e) for e in events] == [Failed]
+    error = only_failure(events)
     assert type(error) is AgentBadRequest
     for detail in (error.detail, caught.value.detail):
         assert repr(mode) in detail
@@ -508,15 +505,11 @@ async def test_configured_inputs_and_headers_are_sent() -> None:
 async def test_stop_really_stops() -> None:
     chunks = [f"c{i:02d} " for i in range(20)]
     fake = FakeDifyConsole(FakeConsoleApp(default_script=Script(chunks=chunks, delay=0.005)))
-    events: list[AgentEvent] = []
     async with fake_client(fake) as client:
-        async for event in client.stream(AgentRequest("long please", USER)):
-            events.append(event)
-            if sum(isinstance(e, TextDelta) for e in events) == 3:
-                started = events[0]
-                assert isinstance(started, Started)
-                assert started.task_id
-                await client.stop(started.task_id, "tg-anyone")  # the account is shared
+        # Any user stops it: the console account is shared.
+        events = await stop_after_three_texts(
+            client, AgentRequest("long please", USER), "tg-anyone"
+        )
     answer = check_contract(events)
     assert answer.finished is not None
     assert answer.text == "".join(chunks[:4])  # three, plus the one Dify lets through
@@ -658,18 +651,14 @@ async def test_silence_timeout_between_chunks() -> None:
 async def test_silence_timeout_on_the_app_detail() -> None:
     async with console(httpx.ReadTimeout("timed out")) as (client, _):
         events = await collect(client)
-    assert [type(e) for e in events] == [Failed]
-    assert type(failure(events)) is AgentTimeout
+    assert type(only_failure(events)) is AgentTimeout
 
 
 async def test_closing_the_stream_early_closes_the_response() -> None:
     stream = ChunkStream(live("42").response.chunks)
     response = httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=stream)
     async with console(app_detail(), response) as (client, _):
-        events = client.stream(AgentRequest("hi", USER))
-        assert isinstance(await anext(events), Started)
-        assert isinstance(await anext(events), TextDelta)
-        await events.aclose()
+        await close_after_first_text(client)
     assert stream.closed
     assert stream.sent < len(stream.chunks)
 
@@ -691,12 +680,6 @@ def _stream_quoting_secrets(request: httpx.Request) -> httpx.Response:
 
 def _garbage_quoting_secrets(request: httpx.Request) -> httpx.Response:
     return stream_response([f"data: {{oops {TOKEN} {COOKIE}\n\n".encode()])
-
-
-def _texts(error: Exception, records: Sequence[logging.LogRecord]) -> list[str]:
-    texts = [str(error), repr(error), getattr(error, "detail", "")]
-    texts += [r.getMessage() for r in records]
-    return texts + [str(r.args) for r in records]
 
 
 DETAIL = "the recorded app detail"
@@ -723,9 +706,7 @@ async def test_secrets_never_reach_errors_or_logs(
     sent = recorder.last.headers
     assert sent["authorization"] == f"Bearer {TOKEN}"  # they were really sent
     assert sent["cookie"] == COOKIE
-    texts = _texts(failure(events), caplog.records)
-    assert all(TOKEN not in t and COOKIE not in t for t in texts)
-    assert any("***" in t for t in texts)
+    assert_redacted(logged_texts(failure(events), caplog.records), TOKEN, COOKIE)
 
 
 async def test_secrets_never_reach_errors_of_other_calls(caplog: pytest.LogCaptureFixture) -> None:
@@ -740,7 +721,7 @@ async def test_secrets_never_reach_errors_of_other_calls(caplog: pytest.LogCaptu
         ):
             with pytest.raises(AgentAuthError) as caught:
                 await call
-            texts = _texts(caught.value, caplog.records)
+            texts = logged_texts(caught.value, caplog.records)
             assert all(TOKEN not in t and COOKIE not in t for t in texts)
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
@@ -34,7 +34,6 @@ from bot.agents.base import (
     AgentUnavailable,
     AgentUpstreamError,
     ChatTurn,
-    Failed,
     Finished,
     FinishReason,
     HistoryLimits,
@@ -57,7 +56,17 @@ from bot.agents.openai import (
 )
 from bot.agents.registry import build_client
 from bot.config import OpenAIAgentConfig
-from tests.agents.test_dify import check_contract, failure
+from tests.agents.conformance import (
+    USER,
+    assert_redacted,
+    check_contract,
+    close_after_first_text,
+    collect,
+    connected,
+    failure,
+    only_failure,
+    recorded,
+)
 from tests.fakes.openai import Completion, FakeOpenAI
 from tests.transcripts import (
     Answer,
@@ -73,7 +82,6 @@ from tests.transcripts import (
 API_KEY = "sk-SECRET-key-0001"
 HEADER_SECRET = "hdr-SECRET-value-0002"
 TIMEWEB_BASE = "https://agent.timeweb.cloud/api/v1/cloud-ai/agents/5b1f6c8e/v1"
-USER = "tg-user-42"
 SPLITS = [None, 1, 2, 3, 5, 7, 64]
 STREAM = "timeweb-openai-stream-EXPECTED-UNVERIFIED.txt"
 CHUNK_ID = "chatcmpl-2f6b1c0e9a"
@@ -92,17 +100,10 @@ def make_config(**overrides: Any) -> OpenAIAgentConfig:
     return OpenAIAgentConfig.model_validate({k: v for k, v in values.items() if v is not None})
 
 
-@asynccontextmanager
-async def openai(
+def openai(
     *answers: Answer, **overrides: Any
-) -> AsyncIterator[tuple[OpenAIClient, Recorder]]:
-    recorder = Recorder(*answers)
-    async with httpx.AsyncClient(transport=recorder.transport()) as http:
-        yield OpenAIClient(make_config(**overrides), http), recorder
-
-
-async def collect(client: OpenAIClient, request: AgentRequest | None = None) -> list[AgentEvent]:
-    return [event async for event in client.stream(request or AgentRequest("hi", USER))]
+) -> AbstractAsyncContextManager[tuple[OpenAIClient, Recorder]]:
+    return recorded(OpenAIClient, make_config(**overrides), *answers)
 
 
 async def replay(data: bytes, split: int | None = None, **overrides: Any) -> list[AgentEvent]:
@@ -404,8 +405,7 @@ async def test_connection_lost_mid_stream_is_a_cut() -> None:
 
 async def test_empty_stream_is_a_cut() -> None:
     events = await replay(b"")
-    assert [type(e) for e in events] == [Failed]
-    assert type(failure(events)) is AgentStreamCut
+    assert type(only_failure(events)) is AgentStreamCut
 
 
 async def test_done_only_stream_finishes_empty() -> None:
@@ -473,8 +473,7 @@ async def test_unreadable_chunk_is_a_protocol_error(caplog: pytest.LogCaptureFix
 async def test_unexpected_200_bodies_are_protocol_errors(response: httpx.Response) -> None:
     async with openai(response) as (client, _):
         events = await collect(client)
-    assert [type(e) for e in events] == [Failed]
-    assert type(failure(events)) is AgentProtocolError
+    assert type(only_failure(events)) is AgentProtocolError
 
 
 # --- errors before the stream --------------------------------------------------------------------
@@ -530,8 +529,7 @@ async def test_http_errors(
     )
     async with openai(response) as (client, _):
         events = await collect(client)
-    assert [type(e) for e in events] == [Failed]
-    error = failure(events)
+    error = only_failure(events)
     assert type(error) is expected
     assert error.status == status
     if code is not None:
@@ -645,18 +643,14 @@ async def test_silence_timeout_between_chunks() -> None:
 async def test_transport_failures(exc: Exception, expected: type[AgentError]) -> None:
     async with openai(exc) as (client, _):
         events = await collect(client)
-    assert [type(e) for e in events] == [Failed]
-    assert type(failure(events)) is expected
+    assert type(only_failure(events)) is expected
 
 
 async def test_closing_the_iterator_closes_the_stream() -> None:
     stream = ChunkStream([text("a"), text("b"), text("c"), DONE])
     response = httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=stream)
     async with openai(response) as (client, _):
-        events = client.stream(AgentRequest("hi", USER))
-        assert isinstance(await anext(events), Started)
-        assert isinstance(await anext(events), TextDelta)
-        await events.aclose()
+        await close_after_first_text(client)
     assert stream.closed
     assert stream.sent < len(stream.chunks)
 
@@ -739,21 +733,16 @@ async def test_secrets_never_reach_errors_or_logs(
     error = failure(events)
     texts = [str(error), error.detail, repr(error)]
     texts += [r.getMessage() for r in caplog.records]
-    for text_ in texts:
-        assert API_KEY not in text_
-        assert HEADER_SECRET not in text_
-    assert any("***" in t for t in texts)
+    assert_redacted(texts, API_KEY, HEADER_SECRET)
 
 
 # --- against FakeOpenAI --------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def fake_client(fake: FakeOpenAI, **overrides: Any) -> AsyncIterator[OpenAIClient]:
+def fake_client(fake: FakeOpenAI, **overrides: Any) -> AbstractAsyncContextManager[OpenAIClient]:
     overrides.setdefault("base_url", f"https://llm.example{fake.base_path}")
     overrides.setdefault("api_key", fake.api_key)
-    async with httpx.AsyncClient(transport=fake.transport()) as http:
-        yield OpenAIClient(make_config(**overrides), http)
+    return connected(OpenAIClient, make_config(**overrides), fake.transport())
 
 
 async def test_fake_streams_text_reasoning_and_usage() -> None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
@@ -22,7 +21,6 @@ from bot.agents.base import (
     AgentBadRequest,
     AgentClient,
     AgentError,
-    AgentEvent,
     AgentNotFound,
     AgentProtocolError,
     AgentQuotaExceeded,
@@ -46,7 +44,16 @@ from bot.agents.base import (
 from bot.agents.registry import build_client
 from bot.agents.timeweb import TimewebClient, parse_answer, read_finish_reason
 from bot.config import TimewebAgentConfig
-from tests.agents.test_dify import check_contract, failure
+from tests.agents.conformance import (
+    USER,
+    assert_redacted,
+    check_contract,
+    collect,
+    connected,
+    failure,
+    only_failure,
+    recorded,
+)
 from tests.fakes.timeweb import OMIT, FakeAgent, FakeTimeweb, Script
 from tests.transcripts import Answer, ChunkStream, Recorder, catalogue, json_response, resplit
 
@@ -55,7 +62,6 @@ HEADER_SECRET = "hdr-SECRET-value-0002"
 ACCESS_ID = "5b1f6c8e-2d4a-4e0b-9c7d-1a2b3c4d5e6f"
 BASE_URL = "https://agent.timeweb.cloud"
 AGENT_PATH = f"/api/v1/cloud-ai/agents/{ACCESS_ID}"
-USER = "tg-user-42"
 
 RECORDED_REQUEST = catalogue("timeweb-call-request.json")
 RECORDED_ANSWER = catalogue("timeweb-call-response.json")
@@ -75,17 +81,10 @@ def make_config(**overrides: Any) -> TimewebAgentConfig:
     return TimewebAgentConfig.model_validate({k: v for k, v in values.items() if v is not None})
 
 
-@asynccontextmanager
-async def timeweb(
+def timeweb(
     *answers: Answer, **overrides: Any
-) -> AsyncIterator[tuple[TimewebClient, Recorder]]:
-    recorder = Recorder(*answers)
-    async with httpx.AsyncClient(transport=recorder.transport()) as http:
-        yield TimewebClient(make_config(**overrides), http), recorder
-
-
-async def collect(client: TimewebClient, request: AgentRequest | None = None) -> list[AgentEvent]:
-    return [event async for event in client.stream(request or AgentRequest("hi", USER))]
+) -> AbstractAsyncContextManager[tuple[TimewebClient, Recorder]]:
+    return recorded(TimewebClient, make_config(**overrides), *answers)
 
 
 def answer_with(**fields: Any) -> httpx.Response:
@@ -318,8 +317,7 @@ async def test_undocumented_usage_is_taken_when_present() -> None:
 async def test_unreadable_answers_are_protocol_errors(response: httpx.Response) -> None:
     async with timeweb(response) as (client, _):
         events = await collect(client)
-    assert [type(e) for e in events] == [Failed]
-    assert type(failure(events)) is AgentProtocolError
+    assert type(only_failure(events)) is AgentProtocolError
 
 
 @pytest.mark.parametrize(
@@ -336,8 +334,7 @@ async def test_error_object_in_a_200_is_an_error_not_an_answer(
 ) -> None:
     async with timeweb(json_response(200, payload)) as (client, _):
         events = await collect(client)
-    assert [type(e) for e in events] == [Failed]
-    assert type(failure(events)) is expected
+    assert type(only_failure(events)) is expected
 
 
 async def test_an_answer_mentioning_error_fields_is_still_an_answer() -> None:
@@ -385,8 +382,7 @@ async def test_http_errors(status: int, body: Any, expected: type[AgentError]) -
     )
     async with timeweb(response) as (client, _):
         events = await collect(client)
-    assert [type(e) for e in events] == [Failed]
-    error = failure(events)
+    error = only_failure(events)
     assert type(error) is expected
     assert error.status == status
 
@@ -464,8 +460,7 @@ async def test_silence_timeout_while_the_agent_generates() -> None:
     response = httpx.Response(200, headers={"content-type": "application/json"}, stream=stream)
     async with timeweb(response, silence_timeout=0.05) as (client, _):
         events = await collect(client)
-    assert [type(e) for e in events] == [Failed]
-    assert type(failure(events)) is AgentTimeout
+    assert type(only_failure(events)) is AgentTimeout
     assert stream.closed
 
 
@@ -487,8 +482,7 @@ async def test_fake_delay_is_bounded_by_the_silence_timeout() -> None:
 async def test_transport_failures(exc: Exception, expected: type[AgentError]) -> None:
     async with timeweb(exc) as (client, _):
         events = await collect(client)
-    assert [type(e) for e in events] == [Failed]
-    assert type(failure(events)) is expected
+    assert type(only_failure(events)) is expected
 
 
 # --- check ---------------------------------------------------------------------------------------
@@ -551,10 +545,7 @@ async def test_secrets_never_reach_errors_or_logs(
     error = failure(events)
     texts = [str(error), error.detail, repr(error)]
     texts += [r.getMessage() for r in caplog.records]
-    for text in texts:
-        assert TOKEN not in text
-        assert HEADER_SECRET not in text
-    assert any("***" in t for t in texts)
+    assert_redacted(texts, TOKEN, HEADER_SECRET)
 
 
 async def test_secrets_never_reach_check_errors(caplog: pytest.LogCaptureFixture) -> None:
@@ -570,12 +561,10 @@ async def test_secrets_never_reach_check_errors(caplog: pytest.LogCaptureFixture
 # --- against FakeTimeweb -------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def fake_client(fake: FakeTimeweb, **overrides: Any) -> AsyncIterator[TimewebClient]:
+def fake_client(fake: FakeTimeweb, **overrides: Any) -> AbstractAsyncContextManager[TimewebClient]:
     overrides.setdefault("agent_id", fake.agent.access_id)
     overrides.setdefault("token", fake.agent.token)
-    async with httpx.AsyncClient(transport=fake.transport()) as http:
-        yield TimewebClient(make_config(**overrides), http)
+    return connected(TimewebClient, make_config(**overrides), fake.transport())
 
 
 async def test_fake_keeps_the_history_server_side() -> None:
