@@ -460,19 +460,15 @@ class AgentWire:
         map_error: ErrorMapper,
         own_headers: Mapping[str, str] | None = None,
         base_url: str | None = None,
-        stream_headers: Mapping[str, str] | None = None,
         log_error_bodies: bool = False,
     ) -> None:
         self._http = http
         self._base = (config.base_url if base_url is None else base_url).rstrip("/")
         self._headers = merge_headers(own_headers or {}, config.headers)
-        # Streaming requests: by default the agent's headers with Accept set on top of them; an
-        # adapter may merge its own instead (OpenAI's let a configured Accept win, as
-        # `merge_headers` lets any configured header win).
-        self._stream_headers = (
-            dict(stream_headers)
-            if stream_headers is not None
-            else {**self._headers, "Accept": "text/event-stream"}
+        # Streaming requests also ask for an event stream; as everywhere, a configured header
+        # (even Accept) wins.
+        self._stream_headers = merge_headers(
+            {**(own_headers or {}), "Accept": "text/event-stream"}, config.headers
         )
         self._timeouts = make_timeout(config)
         self.secrets: tuple[str, ...] = tuple(config.secrets())

@@ -56,7 +56,6 @@ from bot.agents.http import (
     excerpt,
     is_event_stream,
     iter_sse,
-    merge_headers,
     parse_json,
     parse_retry_after,
     read_body,
@@ -113,7 +112,6 @@ class OpenAIClient:
             logger=logger,
             map_error=self._http_error,
             own_headers=own,
-            stream_headers=merge_headers({**own, "Accept": "text/event-stream"}, config.headers),
             # Timeweb's error bodies are undocumented (SPEC A.2 ⚠️): their excerpt is logged.
             log_error_bodies=True,
         )
