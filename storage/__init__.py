@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import fakeredis
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from storage.base import (
@@ -98,6 +98,9 @@ __all__ = [
 # Seconds to wait for the server when opening a client (a URL's own
 # `socket_connect_timeout=` query parameter takes precedence).
 CONNECT_TIMEOUT = 5.0
+# Connections per process, and how long a call waits for a free one before failing.
+MAX_CONNECTIONS = 64
+POOL_TIMEOUT = 10.0
 
 
 class StorageUnavailable(RuntimeError):
@@ -174,7 +177,16 @@ async def open_redis(url: str | None) -> tuple[Redis, bool]:
 
     where = redact_url(url)
     try:
-        client = Redis.from_url(url, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT)
+        # A blocking pool: with hundreds of answers at once, a Redis call waits for a free
+        # connection instead of failing with "Too many connections".
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_TIMEOUT,
+            decode_responses=True,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+        )
+        client = Redis(connection_pool=pool)
     except ValueError as exc:
         raise StorageUnavailable(f"invalid Redis URL {where}: {_one_line(exc, url)}") from None
     try:

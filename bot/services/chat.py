@@ -270,7 +270,8 @@ class ChatService:
             await self._generate(run, incoming, reply)
         except Exception:
             logger.exception("answer failed in chat %s (agent %s)", scope.chat_id, agent)
-            await reply.finish("", _note(str(texts.INTERNAL_ERROR)))
+            if not reply.delivered:  # never replace an answer the user already has
+                await reply.finish("", _note(str(texts.INTERNAL_ERROR)))
         finally:
             if self._runs.get(scope.key) is run:
                 del self._runs[scope.key]

@@ -123,6 +123,7 @@ class ReplyStream:
         self._typing: asyncio.Task[None] | None = None
         self.failure: DeliveryFailed | None = None
         self.first_text_at: float | None = None
+        self._delivered = False
 
     @property
     def mode(self) -> Mode:
@@ -131,6 +132,11 @@ class ReplyStream:
     @property
     def draft_id(self) -> int | None:
         return self._draft_id if self._mode is Mode.DRAFT else None
+
+    @property
+    def delivered(self) -> bool:
+        """Whether a final state has landed (`finish` returned)."""
+        return self._delivered
 
     @property
     def message_ids(self) -> list[int]:
@@ -167,6 +173,7 @@ class ReplyStream:
             await self._writer
         finally:
             await self._stop_typing()
+        self._delivered = True
         return self.message_ids
 
     async def close(self) -> None:

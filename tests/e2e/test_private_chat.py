@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+from redis.exceptions import RedisError
+
 from tests.e2e.conftest import DIFY_KEY, Harness, bot_messages, button_data, buttons, finished
 from tests.fakes.dify import Script
 
@@ -305,3 +308,29 @@ async def test_9000_character_answer_arrives_whole_across_messages(h: Harness) -
     assert all(len(m.visible_text.encode("utf-16-le")) // 2 <= 4096 for m in messages)
     shown = "\n\n".join(m.visible_text for m in messages)
     assert " ".join(shown.split()) == " ".join(answer.split()), "nothing is cut off"
+
+
+async def test_a_storage_failure_after_the_answer_never_replaces_it(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken_save(*args: object, **kwargs: object) -> None:
+        raise RedisError("Redis went away")
+
+    monkeypatch.setattr(type(h.storage.answers), "save", broken_save)
+    h.say("hello")
+    await h.until(lambda: finished(h))
+    await h.until_idle()
+    assert h.texts() == ["Echo: hello"], "the delivered answer stays as it is"
+
+
+async def test_a_storage_failure_before_the_answer_is_told_not_swallowed(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken_get(*args: object, **kwargs: object) -> None:
+        raise RedisError("Redis went away")
+
+    monkeypatch.setattr(type(h.storage.conversations), "get", broken_get)
+    h.say("hello")
+    sorry = "⚠️ Something went wrong on my side. Please try again."
+    await h.until(lambda: sorry in "".join(h.texts()))
+    assert h.dify.calls_to("POST", "/chat-messages") == []
