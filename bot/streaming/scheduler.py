@@ -284,10 +284,12 @@ class FloodScheduler:
             if ready_at > now:
                 next_ready = ready_at if next_ready is None else min(next_ready, ready_at)
                 continue
-            head = chat.waiters[0]
-            key = (int(head.priority()), head.since, head.order)
-            if best_key is None or key < best_key:
-                best, best_key = head, key
+            # The chat's most urgent turn, not its oldest: a typing indicator queued first must
+            # never hold back the answer's first text behind it.
+            for turn in chat.waiters:
+                key = (int(turn.priority()), turn.since, turn.order)
+                if best_key is None or key < best_key:
+                    best, best_key = turn, key
         return best, next_ready
 
     def _ready_at(self, chat: _Chat, now: float) -> float:
@@ -300,7 +302,7 @@ class FloodScheduler:
 
     def _grant(self, turn: _Turn) -> None:
         chat = self._chats[turn.chat_id]
-        chat.waiters.popleft()
+        chat.waiters.remove(turn)
         if not chat.waiters:
             self._waiting.discard(turn.chat_id)
         chat.tokens -= 1.0

@@ -291,6 +291,29 @@ async def test_bot_wide_budget_serves_first_texts_before_updates_before_typing(
     assert served == [3, 5, 2, 4, 1]
 
 
+async def test_a_chats_typing_turn_never_holds_back_its_first_text(clock: FakeClock) -> None:
+    """Within a chat the most urgent turn goes first: with the bot-wide budget short, a typing
+    indicator queued before the first text would otherwise starve it behind other chats."""
+    flood = FloodScheduler(clock, FloodLimits(bot_per_second=2.0))
+    served: list[str] = []
+
+    async def waiter(chat_id: int, priority: Priority, name: str) -> None:
+        await flood.turn(chat_id, priority)
+        served.append(name)
+
+    try:
+        await asyncio.gather(
+            waiter(1, Priority.BACKGROUND, "typing in 1"),
+            waiter(1, Priority.URGENT, "first text in 1"),
+            *(waiter(chat, Priority.UPDATE, f"update in {chat}") for chat in (2, 3, 4)),
+        )
+    finally:
+        await flood.aclose()
+
+    assert served[0] == "first text in 1", served
+    assert served[-1] == "typing in 1", served
+
+
 async def test_a_waiting_update_becomes_urgent_when_its_final_state_arrives(
     clock: FakeClock,
 ) -> None:
