@@ -143,6 +143,18 @@ class Harness:
     async def until(self, predicate: Callable[[], Any], within: float = 10.0) -> Any:
         return await self.telegram.wait_for(predicate, within)
 
+    async def until_settled(self, within: float = 10.0) -> None:
+        """Wait until every update pushed so far has been fetched and fully handled (aiogram
+        handles the updates of one batch concurrently, in no particular order)."""
+        app = self.app
+        assert app is not None
+        tasks = app.dispatcher._handle_update_tasks  # aiogram keeps its handler tasks here
+
+        def settled() -> bool:
+            return not self.telegram.pending_updates and not tasks
+
+        await self.until(settled, within)
+
     async def until_idle(self, chat_id: int | None = None, within: float = 10.0) -> None:
         """Wait until no answer is running in the chat and the last call has settled."""
         app = self.app

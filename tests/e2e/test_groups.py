@@ -38,6 +38,7 @@ async def test_mode_all_answers_every_message_and_only_operators_may_set_it(hg: 
     hg.say("nobody mentioned the bot", chat_id=GROUP, user_id=ASKER)
     hg.say("/mode all", chat_id=GROUP, user_id=ASKER)
     await hg.until(lambda: "This command is for the bot's operators." in hg.texts(GROUP))
+    await hg.until_settled()
     hg.say("/mode all", chat_id=GROUP, user_id=OPERATOR)
     await hg.until(lambda: "OK: in this chat I answer every message." in hg.texts(GROUP))
     hg.say("now every message counts", chat_id=GROUP, user_id=ASKER)
@@ -47,7 +48,7 @@ async def test_mode_all_answers_every_message_and_only_operators_may_set_it(hg: 
     hg.say("/mode mention", chat_id=GROUP, user_id=OPERATOR)
     await hg.until(lambda: any("when mentioned" in t for t in hg.texts(GROUP)))
     hg.say("ignored again", chat_id=GROUP, user_id=ASKER)
-    await hg.until_idle(GROUP)
+    await hg.until_settled()
     hg.say(f"{MENTION} but this one not", chat_id=GROUP, user_id=ASKER)
     await hg.until(lambda: answers_in(hg, GROUP) == 2)
     assert queries(hg) == ["now every message counts", "but this one not"]
