@@ -285,8 +285,13 @@ class ReplyStream:
 
     def _priority(self) -> Priority:
         # The first text and the final state are what the user waits for; the rest can lag.
-        if self.first_text_at is None or self._final is not None:
+        if self._final is not None:
             return Priority.URGENT
+        if self.first_text_at is None:
+            # Before any text there is only the "Thinking…" placeholder to show: like the
+            # typing indicator it goes when the bot has budget to spare (read again when the
+            # turn is chosen, so it becomes urgent as soon as text arrives).
+            return Priority.URGENT if self._source.strip() else Priority.BACKGROUND
         return Priority.UPDATE
 
     async def _apply_next(self) -> None:
