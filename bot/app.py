@@ -93,9 +93,14 @@ def replica_name(settings: Settings) -> str:
 def agent_http_client() -> httpx.AsyncClient:
     # Timeouts are set per request from each agent's configuration; retries=1 re-tries only a
     # failed connection, never a request that reached the agent.
+    # The limits go to the transport: httpx ignores `limits=` when a transport is given. No
+    # cap on connections: every running answer holds one stream open, and a capped pool made
+    # answers beyond the cap fail with PoolTimeout instead of waiting (seen at 1,000 answers).
     return httpx.AsyncClient(
-        transport=httpx.AsyncHTTPTransport(retries=1),
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        transport=httpx.AsyncHTTPTransport(
+            retries=1,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=50),
+        ),
         headers={"User-Agent": "relaygram"},
     )
 

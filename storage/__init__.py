@@ -99,7 +99,7 @@ __all__ = [
 # `socket_connect_timeout=` query parameter takes precedence).
 CONNECT_TIMEOUT = 5.0
 # Connections per process, and how long a call waits for a free one before failing.
-MAX_CONNECTIONS = 64
+MAX_CONNECTIONS = 256
 POOL_TIMEOUT = 10.0
 
 
@@ -186,7 +186,7 @@ async def open_redis(url: str | None) -> tuple[Redis, bool]:
             decode_responses=True,
             socket_connect_timeout=CONNECT_TIMEOUT,
         )
-        client = Redis(connection_pool=pool)
+        client = Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
     except ValueError as exc:
         raise StorageUnavailable(f"invalid Redis URL {where}: {_one_line(exc, url)}") from None
     try:

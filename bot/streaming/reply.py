@@ -245,6 +245,15 @@ class ReplyStream:
                 return _Step("send", index, page)
             shown = self._shown[index]
             if not _same(shown.content, page.content) or shown.markup != page.markup:
+                following = index + 1
+                if (
+                    following == len(self._shown)
+                    and following < len(persisted)
+                    and utf16_len(page.content.text) < utf16_len(shown.content.text)
+                ):
+                    # A page was just sealed shorter than what it shows (cut at a paragraph):
+                    # send the next page first, so no text disappears in between.
+                    return _Step("send", following, persisted[following])
                 return _Step("edit", index, page)
         if len(self._shown) > len(persisted) and (
             self._final is not None or self._mode is Mode.EDIT

@@ -100,7 +100,6 @@ class SharedBudget:
         self._clock = clock
         self._width = 1.0 / (per_second * self.HEADROOM)
         self._next_slot = 0
-        self._fallback = LocalBudget(clock, per_second * self.HEADROOM)
         self._failing = False
 
     async def acquire(self) -> None:
@@ -110,11 +109,14 @@ class SharedBudget:
             if not self._failing:
                 logger.warning("shared Telegram budget unavailable (%s); pacing locally", exc)
                 self._failing = True
-            await self._fallback.acquire()
-            return
-        if self._failing:
-            logger.info("shared Telegram budget available again")
-            self._failing = False
+            # Pace alone on the same slot schedule, so no slot is used twice by this process
+            # when Redis comes back (other processes may still overlap: Redis is down).
+            slot = max(int(self._clock.wall() / self._width), self._next_slot)
+            self._next_slot = slot + 1
+        else:
+            if self._failing:
+                logger.info("shared Telegram budget available again")
+                self._failing = False
         delay = slot * self._width - self._clock.wall()
         if delay > 0:
             await self._clock.sleep(delay)
