@@ -63,7 +63,6 @@ class Relaygram:
     operator_service: OperatorService
     sender: ChatSender
     http: httpx.AsyncClient
-    embedded_storage: bool
     _owns_http: bool
     _owns_redis: bool
 
@@ -122,7 +121,6 @@ async def create_app(
     bot = Bot(token, session=session, default=DefaultBotProperties(link_preview_is_disabled=True))
 
     owns_redis = storage is None
-    embedded = False
     if storage is None:
         url = settings.redis_url.get_secret_value() if settings.redis_url else None
         redis, embedded = await open_redis(url)
@@ -203,7 +201,6 @@ async def create_app(
         operator_service=operator_service,
         sender=sender,
         http=http,
-        embedded_storage=embedded,
         _owns_http=owns_http,
         _owns_redis=owns_redis,
     )
