@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import logging
 
+import httpx
 import pytest
+from aiogram.types import Update
+from pydantic import SecretStr
 
+from bot.app import create_app
+from bot.config import Settings
 from bot.streaming.clock import ScaledClock
-from storage import KeySpace, Storage
+from storage import ChatScope, KeySpace, Storage
 from tests.conftest import RedisFactory
-from tests.e2e.conftest import BOT_TOKEN, DIFY_KEY, Harness, finished
+from tests.e2e.conftest import BOT_ID, BOT_TOKEN, DIFY_KEY, Harness, agents_config, finished
 from tests.fakes.dify import FakeDify
-from tests.fakes.telegram import FakeTelegram
+from tests.fakes.telegram import FakeTelegram, FakeTelegramSession
 
 
 def chat_calls(dify: FakeDify) -> list[dict[str, object]]:
@@ -72,3 +77,28 @@ async def test_secrets_never_reach_the_chat_or_the_logs(
     for secret in (DIFY_KEY, BOT_TOKEN):
         assert secret not in shown
         assert secret not in logged
+
+
+async def test_without_redis_url_the_bot_runs_on_an_embedded_store_and_says_so(
+    telegram: FakeTelegram, dify: FakeDify, clock: ScaledClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    async with httpx.AsyncClient(transport=dify.transport()) as http:
+        app = await create_app(
+            Settings(bot_token=SecretStr(BOT_TOKEN), _env_file=None),
+            agents_config(),
+            session=FakeTelegramSession(telegram),
+            http=http,
+            clock=clock,
+        )
+        try:
+            update = telegram.user_text(1001, "hello")
+            await app.dispatcher.feed_update(
+                app.bot, Update.model_validate(update, context={"bot": app.bot})
+            )
+            assert telegram.visible_texts(1001) == ["Echo: hello"]
+            assert await app.storage.conversations.get(ChatScope(BOT_ID, 1001), "support")
+        finally:
+            await app.aclose()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("REDIS_URL is not set" in w and "lost when the bot restarts" in w for w in warnings)
