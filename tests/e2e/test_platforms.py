@@ -612,3 +612,20 @@ async def test_switching_the_default_keeps_each_agents_conversation(
         "one",
         "four",
     ]
+
+
+async def test_stats_show_the_dify_console_platforms_own_statistics(hp: Harness) -> None:
+    operator = 9001
+    await hp.start(agents_file("dify-console"), operators=frozenset({operator}))
+    await ask(hp, "count me")
+
+    hp.say("/stats 24h", chat_id=operator)
+    report: str = await hp.until(lambda: next((t for t in hp.texts(operator) if "📊" in t), None))
+    lines = report.splitlines()
+    console = next(i for i, line in enumerate(lines) if line.startswith("Olares Assistant"))
+    assert "1 answers" in lines[console]
+    assert lines[console + 1].startswith("  Dify:"), report
+    assert "conversation count 1" in lines[console + 1]
+    dify_line = next(line for line in lines if line.startswith(TITLES["dify"]))
+    assert "0 answers" in dify_line
+    assert [line for line in lines if line.startswith("  Dify:")] == [lines[console + 1]]
