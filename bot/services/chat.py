@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from aiogram.types import InlineKeyboardMarkup, MessageEntity
+from aiogram.types import MessageEntity
 from redis.exceptions import RedisError
 
 from bot import texts
@@ -318,12 +318,14 @@ class ChatService:
         suggestions: list[str] = []
         if answer.finished is not None and answer.error is None and not stopped:
             suggestions = await self._suggestions(run, answer)
+        # Buttons belong under an answer the agent knows (has an id for): suggestions are only
+        # fetched for one, and an error text gets neither.
         can_rate = isinstance(run.client, SupportsFeedback) and answer.message_id is not None
         markup = answer_keyboard(feedback=can_rate, suggestions=suggestions)
         message_ids = await reply.finish(
             answer.text,
             self._footer(run, answer, stopped),
-            _only_if(markup, answer),
+            markup,
             reasoning=answer.reasoning,
         )
         await self._remember(run, incoming, answer, message_ids, suggestions)
@@ -509,10 +511,3 @@ class ChatService:
 def _note(text: str) -> RenderedText:
     """A line the bot adds under an answer, in italics so it reads as the bot's, not the agent's."""
     return RenderedText(text, (MessageEntity(type="italic", offset=0, length=utf16_len(text)),))
-
-
-def _only_if(
-    markup: InlineKeyboardMarkup | None, answer: AnswerAccumulator
-) -> InlineKeyboardMarkup | None:
-    # Buttons belong under an answer the agent knows about; an error text gets none.
-    return markup if answer.message_id is not None else None

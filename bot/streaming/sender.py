@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import TypeVar
 
 from aiogram import Bot
@@ -88,23 +87,15 @@ class ChatSender:
     ) -> None:
         """Update a message's buttons to a state read only once the chat's turn has come, so
         a burst of changes (ratings in a group) ends with the newest state, not a stale one."""
-        while True:
-            await self.flood.turn(chat_id, Priority.URGENT)
+
+        async def call() -> None:
             on_turn()
             markup = await build()
+            await self.bot.edit_message_reply_markup(
+                chat_id=chat_id, message_id=message_id, reply_markup=markup
+            )
 
-            try:
-                await self._once(chat_id, partial(self._edit_markup, chat_id, message_id, markup))
-                return
-            except FloodWait:
-                continue
-
-    async def _edit_markup(
-        self, chat_id: int, message_id: int, markup: InlineKeyboardMarkup | None
-    ) -> None:
-        await self.bot.edit_message_reply_markup(
-            chat_id=chat_id, message_id=message_id, reply_markup=markup
-        )
+        await self._paced(chat_id, call)
 
     async def typing(self, target: Target) -> None:
         await self.flood.turn(target.chat_id, Priority.BACKGROUND)
