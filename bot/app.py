@@ -42,8 +42,9 @@ from bot.services.chat import ChatService, StreamSettings
 from bot.services.feedback import FeedbackService
 from bot.services.operators import AgentsLoader, OperatorService
 from bot.services.routing import AgentRouting
+from bot.streaming.budget import SharedBudget
 from bot.streaming.clock import Clock, MonotonicClock
-from bot.streaming.scheduler import FloodLimits, FloodScheduler, SharedBudget
+from bot.streaming.scheduler import FloodLimits, FloodScheduler
 from bot.streaming.sender import ChatSender, DeliveryFailed, Target
 from handlers import get_routers
 from handlers.middlewares import AllowlistMiddleware
@@ -137,8 +138,8 @@ async def create_app(
 
     clock = clock or MonotonicClock()
     limits = flood_limits or FloodLimits(bot_per_second=settings.bot_requests_per_second)
-    budget = SharedBudget(storage.bot_budget, bot.id, clock, limits.bot_per_second)
-    sender = ChatSender(bot, FloodScheduler(clock, limits, budget), clock)
+    shared_budget = SharedBudget(storage.bot_budget, bot.id, clock)
+    sender = ChatSender(bot, FloodScheduler(clock, limits, shared_budget), clock)
     routing = AgentRouting(agents, storage.chat_prefs)
     chat_service = ChatService(
         agents=agents,

@@ -227,15 +227,21 @@ class StatsStore(Protocol):
 
 
 class BotBudgetStore(Protocol):
-    """The bot-wide Telegram budget shared by every process of one bot, as time slots.
+    """The bot-wide Telegram budget shared by every process of one bot: at most `limit` calls
+    in any rolling `window` seconds, counted by wall-clock time so every process agrees."""
 
-    Time is cut into slots of 1/rate seconds (numbered by wall-clock time, so every process
-    agrees); each slot can be claimed once. A process that finds a slot taken claims a later one
-    and waits for it, so together the processes never exceed the rate.
-    """
+    async def take(
+        self, bot_id: int, now: float, want: int, limit: int, window: float
+    ) -> tuple[list[str], float]:
+        """Spend up to `want` calls at wall time `now`, atomically for all processes.
 
-    async def claim(self, bot_id: int, slot: int) -> bool:
-        """Claim one slot; False if another process (or this one) already has it."""
+        Returns the names of the calls spent and, when fewer than `want`, the wall time at
+        which the oldest call in the window leaves it (the earliest moment to ask again).
+        """
+        ...
+
+    async def postpone(self, bot_id: int, calls: Sequence[str], to: float) -> None:
+        """Count these calls from wall time `to` instead: they went out later than taken."""
         ...
 
 

@@ -75,9 +75,9 @@ class KeySpace:
         """That a one-time notice of `kind` was given to `subject` (a user or chat id)."""
         return f"{self.prefix}notice:{bot_id}:{kind}:{subject}"
 
-    def budget_slot(self, bot_id: int, slot: int) -> str:
-        """One time slot of the bot-wide Telegram budget (a counter that expires quickly)."""
-        return f"{self.prefix}budget:{bot_id}:{slot}"
+    def bot_budget(self, bot_id: int) -> str:
+        """The bot-wide Telegram calls of the last second (a sorted set scored by wall time)."""
+        return f"{self.prefix}budget:{bot_id}:calls"
 
     def rate(self, bot_id: int, user_id: int) -> str:
         """One user's recent messages to one bot (a sorted set scored by time)."""

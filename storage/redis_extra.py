@@ -17,6 +17,7 @@ WATCH/MULTI/EXEC (no Lua: the embedded fakeredis store has none without extra pa
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -407,27 +408,61 @@ class RedisStatsStore:
             await pipe.execute()
 
 
-class RedisBotBudgetStore:
-    """`BotBudgetStore`: INCR on a per-slot key; the first claimer gets the slot.
+# Atomic for every process: forget calls older than the window, count the rest, record what
+# fits. Scores are wall-clock seconds; members only need to be unique (the caller's tag + i).
+# Numbers leave Lua as strings, because Redis would truncate a Lua number to an integer.
+_TAKE_BUDGET = """
+local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local limit, want, tag = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local used = redis.call('ZCARD', KEYS[1])
+local taken = math.max(0, math.min(want, limit - used))
+for i = 1, taken do
+  redis.call('ZADD', KEYS[1], now, tag .. ':' .. i)
+end
+redis.call('PEXPIRE', KEYS[1], math.ceil(window * 2000))
+local free_at = now
+if taken < want then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  free_at = tonumber(oldest[2]) + window
+end
+return {taken, tostring(free_at)}
+"""
 
-    The key expires after `ttl_ms`, far longer than any slot lasts, so the key space holds only
-    the last few seconds of slots.
+
+class RedisBotBudgetStore:
+    """`BotBudgetStore`: a sorted set of the last window's calls, taken by one Lua script.
+
+    A script, not WATCH/MULTI: every process of a busy bot takes from the same key many times a
+    second, and optimistic transactions would mostly retry. The key expires two windows after
+    the last call, so an idle bot leaves nothing behind.
     """
 
-    __slots__ = ("_keys", "_redis", "_ttl_ms")
+    __slots__ = ("_keys", "_redis", "_script", "_tags")
 
-    def __init__(self, redis: Redis, keys: KeySpace, *, ttl_ms: int = 10_000) -> None:
+    def __init__(self, redis: Redis, keys: KeySpace) -> None:
         self._redis = redis
         self._keys = keys
-        self._ttl_ms = ttl_ms
+        self._script = redis.register_script(_TAKE_BUDGET)
+        # Members must be unique across processes: a random prefix per store, then a counter.
+        self._tags = (f"{secrets.token_hex(6)}:{n}" for n in itertools.count())
 
-    async def claim(self, bot_id: int, slot: int) -> bool:
-        key = self._keys.budget_slot(bot_id, slot)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.pexpire(key, self._ttl_ms)
-            count, _ = await pipe.execute()
-        return int(count) == 1
+    async def take(
+        self, bot_id: int, now: float, want: int, limit: int, window: float
+    ) -> tuple[list[str], float]:
+        if want <= 0:
+            return [], now
+        tag = next(self._tags)
+        taken, free_at = await self._script(
+            keys=[self._keys.bot_budget(bot_id)],
+            args=[repr(now), repr(window), limit, want, tag],
+        )
+        return [f"{tag}:{i}" for i in range(1, int(taken) + 1)], float(free_at)
+
+    async def postpone(self, bot_id: int, calls: Sequence[str], to: float) -> None:
+        if calls:
+            # XX: a call that has already aged out of the window stays out.
+            await self._redis.zadd(self._keys.bot_budget(bot_id), dict.fromkeys(calls, to), xx=True)
 
 
 class RedisNoticeStore:

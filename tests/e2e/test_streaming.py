@@ -41,7 +41,8 @@ def chat_calls(telegram: FakeTelegram, chat_id: int) -> list[str]:
 
 async def test_private_chat_streams_a_draft_then_persists_the_answer(hd: Harness) -> None:
     words = [f"w{i} " for i in range(30)]
-    hd.dify.app.default_script = Script(chunks=words, delay=0.02)
+    # The agent thinks a while before its first word: the placeholder shows meanwhile.
+    hd.dify.app.default_script = Script(chunks=words, delay=0.02, first_delay=0.5)
 
     hd.say("draft please")
     final = await hd.until(lambda: finished(hd))

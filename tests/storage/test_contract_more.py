@@ -317,6 +317,65 @@ async def test_rate_limit_rejects_a_meaningless_budget(storage: Storage) -> None
         await storage.rate_limits.hit(BOT, USER, 1, 0.0, T0)
 
 
+# --- the bot-wide Telegram budget ------------------------------------------------------------
+
+
+async def test_bot_budget_allows_a_burst_up_to_the_limit_then_frees_as_calls_age(
+    storage: Storage,
+) -> None:
+    async def take(now: float, want: int, bot: int = BOT) -> tuple[int, float]:
+        calls, free_at = await storage.bot_budget.take(bot, now, want, 30, 1.0)
+        assert len(set(calls)) == len(calls), "every call has its own name"
+        return len(calls), free_at
+
+    assert await take(T0, 20) == (20, T0)
+    taken, free_at = await take(T0 + 0.5, 20)
+    assert taken == 10, "only 30 in any second"
+    assert free_at == pytest.approx(T0 + 1.0, abs=1e-6), "when the first burst leaves the window"
+    assert (await take(T0 + 0.99, 1))[0] == 0
+    assert (await take(T0 + 1.0, 30))[0] == 20, "the first 20 have aged out"
+    assert (await take(T0 + 1.5, 30))[0] == 10
+    assert (await take(T0 + 1.5, 30, bot=BOT + 1))[0] == 30, "bots do not share budgets"
+
+
+async def test_bot_budget_is_shared_by_replicas_taking_at_the_same_instant(
+    redis_factory: RedisFactory, storage: Storage, keyspace: KeySpace
+) -> None:
+    other_replica = Storage.on_redis(await redis_factory(), keyspace)
+    budgets = (storage.bot_budget, other_replica.bot_budget)
+
+    for second in range(5):  # several bursts, so a race a lucky schedule hides once still shows
+        now = T0 + 10 * second
+        results = await asyncio.gather(
+            *(budgets[n % 2].take(BOT, now, 3, 30, 1.0) for n in range(40))
+        )
+        assert sum(len(calls) for calls, _ in results) == 30
+        assert len({call for calls, _ in results for call in calls}) == 30
+        short = [free_at for calls, free_at in results if len(calls) < 3]
+        assert all(free_at == pytest.approx(now + 1.0, abs=1e-6) for free_at in short)
+
+
+async def test_bot_budget_counts_a_postponed_call_from_when_it_went_out(storage: Storage) -> None:
+    budget = storage.bot_budget
+    calls, _ = await budget.take(BOT, T0, 30, 30, 1.0)
+
+    await budget.postpone(BOT, calls[:10], T0 + 0.4)  # these went out 0.4 s late
+
+    taken, free_at = await budget.take(BOT, T0 + 1.0, 30, 30, 1.0)
+    assert len(taken) == 20
+    assert free_at == pytest.approx(T0 + 1.4, abs=1e-6)
+    await budget.postpone(BOT, calls[10:11], T0 + 5)  # aged out at T0 + 1: stays out
+    assert len((await budget.take(BOT, T0 + 1.4, 30, 30, 1.0))[0]) == 10
+
+
+async def test_bot_budget_key_expires_soon_after_the_last_call(
+    storage: Storage, redis_client: Redis, keyspace: KeySpace
+) -> None:
+    await storage.bot_budget.take(BOT, T0, 1, 30, 1.02)
+
+    assert 1_000 < await redis_client.pttl(keyspace.bot_budget(BOT)) <= 2_040
+
+
 # --- stats ------------------------------------------------------------------------------------
 
 

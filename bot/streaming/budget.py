@@ -1,0 +1,170 @@
+"""The bot-wide Telegram budget: at most N calls in any rolling second, for all processes.
+
+Telegram lets a bot make about 30 calls per second and, like the fake Bot API, counts them in
+a rolling window, bursts included. Spending the budget the same way (instead of one call per
+1/30 s) is what lets 30 answers that start together all show their first text at once.
+
+Two layers, both rolling windows of `BotWindow.seconds`:
+- `SentLog`, in this process: the times its calls actually went out, recorded when the caller
+  resumes right before it writes the request, not when the call was granted. A loop that lags
+  after a grant therefore cannot bunch two windows' worth of calls into one second.
+- `SharedBudget`, across processes: the same window in Redis (`BotBudgetStore.take`), so
+  several processes of one bot stay inside it together. If Redis fails, the process goes on
+  with its own log alone and says so once.
+
+The window is a little longer than a second (`BotWindow.margin`): the time between our clock
+reading and the request reaching Telegram varies by a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from redis.exceptions import RedisError
+
+from bot.streaming.clock import Clock
+from storage import BotBudgetStore
+
+logger = logging.getLogger("relaygram.flood")
+
+
+@dataclass(frozen=True, slots=True)
+class BotWindow:
+    calls: int
+    seconds: float
+
+    # Absorbs the jitter between a send being recorded and Telegram receiving it.
+    MARGIN = 0.02
+
+    @classmethod
+    def per_second(cls, rate: float) -> BotWindow:
+        """`rate` calls per second as whole calls per window: 30 -> 30 per 1.02 s, 2.5 -> 2
+        per 0.82 s (fractional rates keep their average)."""
+        calls = max(1, math.floor(rate))
+        return cls(calls=calls, seconds=calls / rate + cls.MARGIN)
+
+
+class SentLog:
+    """This process's calls of the last window, by the time they went out."""
+
+    __slots__ = ("_pending", "_times", "window")
+
+    def __init__(self, window: BotWindow) -> None:
+        self.window = window
+        self._times: deque[float] = deque()
+        self._pending = 0  # granted but not yet gone out: they will count from when they do
+
+    def room(self, now: float) -> int:
+        self._forget(now)
+        return max(0, self.window.calls - len(self._times) - self._pending)
+
+    def free_at(self, now: float) -> float:
+        """When the next call may go: now if there is room, else when the oldest ages out."""
+        self._forget(now)
+        excess = len(self._times) + self._pending - self.window.calls
+        if excess < 0:
+            return now
+        if excess < len(self._times):
+            return self._times[excess] + self.window.seconds
+        # Only calls still pending fill the window; they go out now at the earliest.
+        return now + self.window.seconds
+
+    def granted(self, calls: int) -> None:
+        self._pending += calls
+
+    def sent(self, at: float) -> None:
+        self._pending = max(0, self._pending - 1)
+        self._times.append(at)
+
+    def _forget(self, now: float) -> None:
+        horizon = now - self.window.seconds
+        while self._times and self._times[0] <= horizon:
+            self._times.popleft()
+
+
+class BotWideBudget(Protocol):
+    """The part of the bot-wide budget other processes of the bot spend too."""
+
+    async def take(self, want: int, window: BotWindow) -> tuple[int, float]:
+        """Spend up to `want` calls now. Returns how many, and when fewer, when (on this
+        process's monotonic clock) to ask again."""
+        ...
+
+    def sent(self, late_by: float) -> None:
+        """One call taken earlier went out now, `late_by` seconds after it was granted."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class SharedBudget:
+    """`BotWideBudget` through Redis: one atomic script call takes several calls at once.
+
+    A call counts in Redis from when it was taken. When it goes out noticeably later (the event
+    loop was busy), it is postponed in Redis to when it went out, in the background: otherwise
+    another process could take the same window's calls again while ours are still going out.
+    """
+
+    LATE = BotWindow.MARGIN / 4
+
+    def __init__(self, store: BotBudgetStore, bot_id: int, clock: Clock) -> None:
+        self._store = store
+        self._bot_id = bot_id
+        self._clock = clock
+        self._failing = False
+        self._taken: deque[str] = deque()  # calls taken and not yet gone out, oldest first
+        self._late: list[str] = []
+        self._postponing: asyncio.Task[None] | None = None
+
+    async def take(self, want: int, window: BotWindow) -> tuple[int, float]:
+        wall, now = self._clock.wall(), self._clock.now()
+        try:
+            calls, free_at = await self._store.take(
+                self._bot_id, wall, want, window.calls, window.seconds
+            )
+        except RedisError as exc:
+            if not self._failing:
+                logger.warning("shared Telegram budget unavailable (%s); pacing locally", exc)
+                self._failing = True
+            return want, now  # this process's SentLog still keeps its own calls in the window
+        if self._failing:
+            logger.info("shared Telegram budget available again")
+            self._failing = False
+        # Which of our taken calls went out is irrelevant (they are alike), so a FIFO will do;
+        # one taken for a waiter that left is postponed at most once more, then ages out.
+        self._taken.extend(calls)
+        if len(self._taken) > 4 * window.calls:
+            self._taken.popleft()
+        return len(calls), now + (free_at - wall)
+
+    def sent(self, late_by: float) -> None:
+        if not self._taken:
+            return
+        call = self._taken.popleft()
+        if late_by > self.LATE:
+            self._late.append(call)
+            if self._postponing is None or self._postponing.done():
+                self._postponing = asyncio.create_task(self._postpone(), name="budget-postpone")
+
+    async def _postpone(self) -> None:
+        while self._late:
+            calls, self._late = self._late, []
+            try:
+                await self._store.postpone(self._bot_id, calls, self._clock.wall())
+            except RedisError as exc:
+                logger.debug(
+                    "could not postpone %d calls in the shared budget: %s", len(calls), exc
+                )
+
+    async def aclose(self) -> None:
+        task, self._postponing = self._postponing, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,100 @@
+"""The bot-wide budget (`bot/streaming/budget.py`): whole calls per rolling window, counted when
+they go out, and shared through Redis with a local fallback."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import fakeredis
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from bot.streaming.budget import BotWindow, SentLog, SharedBudget
+from bot.streaming.scheduler import FloodLimits, FloodScheduler
+from storage import Storage
+from tests.streaming.test_flood import FakeClock, most_in_any_window
+
+BOT_ID = 42
+
+
+def test_whole_calls_per_second_with_a_margin_for_jitter() -> None:
+    def shape(rate: float) -> tuple[int, float]:
+        window = BotWindow.per_second(rate)
+        return window.calls, round(window.seconds, 9)
+
+    assert shape(30) == (30, 1.02)
+    # A fractional rate keeps its average: 2 calls per 0.8 s (+ margin) is 2.5 per second.
+    assert shape(2.5) == (2, 0.82)
+    assert shape(0.5) == (1, 2.02)
+
+
+def test_sent_log_counts_a_call_from_when_it_went_out_not_when_it_was_granted() -> None:
+    log = SentLog(BotWindow(calls=2, seconds=1.0))
+    log.granted(2)  # at t=10, but the event loop was busy...
+
+    assert log.room(10.0) == 0
+    assert log.free_at(10.0) == pytest.approx(11.0), "pending calls go out now at the earliest"
+
+    log.sent(10.4)  # ...and they went out 0.4 s later
+    log.sent(10.5)
+
+    assert log.free_at(10.9) == pytest.approx(11.4)
+    assert log.room(11.4) == 1
+    assert log.room(11.5) == 2
+
+
+class BrokenStore:
+    async def take(
+        self, bot_id: int, now: float, want: int, limit: int, window: float
+    ) -> tuple[list[str], float]:
+        raise RedisConnectionError("Connection refused")
+
+    async def postpone(self, bot_id: int, calls: Sequence[str], to: float) -> None:
+        raise RedisConnectionError("Connection refused")
+
+
+async def test_without_redis_the_process_paces_itself_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    shared = SharedBudget(BrokenStore(), BOT_ID, clock)
+    flood = FloodScheduler(clock, FloodLimits(bot_per_second=5.0), shared)
+    times: list[float] = []
+    start = clock.now()
+
+    async def one_call(chat_id: int) -> None:
+        await flood.turn(chat_id)
+        times.append(clock.now() - start)
+
+    with caplog.at_level(logging.WARNING, logger="relaygram.flood"):
+        try:
+            for chat_id in range(1, 16):
+                await one_call(chat_id)
+        finally:
+            await flood.aclose()
+
+    assert most_in_any_window(times, 1.0) <= 5
+    assert max(times) == pytest.approx(2 * 1.02), "still 5 calls per window, not stalled"
+    warnings = [r for r in caplog.records if "shared Telegram budget unavailable" in r.message]
+    assert len(warnings) == 1
+
+
+async def test_shared_budget_answers_on_the_process_clock() -> None:
+    """Redis works in wall-clock time; the scheduler sleeps on its monotonic clock."""
+
+    class OffsetClock(FakeClock):
+        def wall(self) -> float:
+            return self.time + 1_700_000_000.0
+
+    clock = OffsetClock()
+    storage = Storage.on_redis(fakeredis.FakeAsyncRedis(decode_responses=True))
+    shared = SharedBudget(storage.bot_budget, BOT_ID, clock)
+    window = BotWindow(calls=3, seconds=1.0)
+
+    assert await shared.take(2, window) == (2, clock.now())
+    clock.advance(0.25)
+    taken, again_at = await shared.take(5, window)
+
+    assert taken == 1
+    assert again_at == pytest.approx(clock.now() + 0.75)
