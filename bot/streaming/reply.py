@@ -89,6 +89,9 @@ class _Step:
 
 class ReplyStream:
     TYPING_EVERY = 4.5  # Telegram shows "typing" for 5 s
+    # A group has 20 calls a minute for everything: spend one on "typing…" only when the
+    # agent is slow to start; an answer that starts sooner is its own sign of life.
+    TYPING_DELAY_IN_GROUPS = 1.0
     DRAFT_REFRESH = 20.0  # drafts disappear after 30 s without an update
 
     def __init__(
@@ -386,6 +389,8 @@ class ReplyStream:
 
     async def _keep_typing(self) -> None:
         """Show "typing…" until the first text is on screen."""
+        if self._target.chat_id < 0:
+            await self._clock.sleep(self.TYPING_DELAY_IN_GROUPS)
         while not self._shown and self._final is None:
             try:
                 await self._sender.typing(self._target)

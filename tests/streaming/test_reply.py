@@ -392,6 +392,29 @@ async def test_typing_comes_before_a_fast_first_text(
     assert_clean(telegram)
 
 
+async def test_in_a_group_typing_is_spent_only_on_an_agent_slow_to_start(
+    new_stream: Callable[[int], ReplyStream], telegram: FakeTelegram, clock: ScaledClock
+) -> None:
+    """A group has 20 calls a minute for everything; an answer that starts within a second
+    needs no "typing…" first."""
+    fast = new_stream(GROUP)
+    fast.start()
+    await clock.sleep(0.3)
+    await finish(fast, await stream_in_steps(fast, clock, ["Quick ", "answer."], pause=0.3))
+    fast_methods = [r.method for r in chat_calls(telegram, GROUP)]
+
+    slow = new_stream(GROUP - 1)
+    slow.start()
+    await clock.sleep(3.0)
+    await finish(slow, await stream_in_steps(slow, clock, ["Slow ", "answer."], pause=0.3))
+    slow_methods = [r.method for r in chat_calls(telegram, GROUP - 1)]
+
+    assert "sendChatAction" not in fast_methods
+    assert fast_methods[0] == "sendMessage"
+    assert slow_methods[0] == "sendChatAction"
+    assert "sendChatAction" not in slow_methods[1:]
+
+
 # --- entities -------------------------------------------------------------------------------------
 
 
