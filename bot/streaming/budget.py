@@ -1,4 +1,4 @@
-"""The bot-wide Telegram budget: at most N calls in any rolling second, for all processes.
+"""The bot-wide Telegram budget: at most N calls in any rolling second, across processes.
 
 Telegram lets a bot make about 30 calls per second and, like the fake Bot API, counts them in
 a rolling window, bursts included. Spending the budget the same way (instead of one call per
@@ -12,8 +12,8 @@ Two layers, both rolling windows of `BotWindow.seconds`:
   several processes of one bot stay inside it together. If Redis fails, the process goes on
   with its own log alone and says so once.
 
-The window is a little longer than a second (`BotWindow.margin`): the time between our clock
-reading and the request reaching Telegram varies by a few milliseconds.
+The window holds 10 % fewer calls than Telegram allows and is a little longer than a second
+(`BotWindow`): Telegram counts our calls when they reach it, and a burst reaches it spread out.
 """
 
 from __future__ import annotations
@@ -39,15 +39,20 @@ class BotWindow:
     calls: int
     seconds: float
 
-    # Absorbs the jitter between a send being recorded and Telegram receiving it.
+    # Telegram sees our calls with network jitter, and a burst arrives spread out: what went
+    # out in one second may be counted partly in the next. Keeping 10 % of the calls free
+    # absorbs a few such calls at any scale; the margin, the difference in clocks.
+    HEADROOM = 0.9
     MARGIN = 0.02
 
     @classmethod
     def per_second(cls, rate: float) -> BotWindow:
-        """`rate` calls per second as whole calls per window: 30 -> 30 per 1.02 s, 2.5 -> 2
-        per 0.82 s (fractional rates keep their average)."""
-        calls = max(1, math.floor(rate))
-        return cls(calls=calls, seconds=calls / rate + cls.MARGIN)
+        """`rate` calls per second, less the headroom, as whole calls in a window of at least
+        a second (Telegram counts per second): 30 -> 27 per 1.02 s, 2.5 -> 2 per 1.02 s,
+        0.5 -> 1 per ~2.24 s."""
+        usable = rate * cls.HEADROOM
+        calls = max(1, math.floor(usable))
+        return cls(calls=calls, seconds=max(1.0, calls / usable) + cls.MARGIN)
 
 
 class SentLog:

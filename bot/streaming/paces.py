@@ -116,10 +116,9 @@ class _RollingWindow:
         self._times.append(now)
 
     def restart(self, at: float) -> None:
-        # As if the window had been spent evenly up to `at`: one call may go at `at` (the
-        # oldest of these has just aged out), then one per spacing.
-        rule = self._rule
-        self._times = deque(at - rule.seconds + rule.spacing * k for k in range(1, rule.calls))
+        # The calls of the last minute still count, whatever the 429 was for (often the
+        # bot-wide limit): the window keeps them, and the scheduler holds the chat until `at`.
+        return None
 
     def rested(self, now: float) -> bool:
         self._forget(now)
