@@ -4,7 +4,8 @@ Telegram lets a bot make about 30 calls per second and, like the fake Bot API, c
 a rolling window, bursts included. Spending the budget the same way (instead of one call per
 1/30 s) is what lets 30 answers that start together all show their first text at once.
 
-Two layers, both rolling windows of `BotWindow.seconds`:
+Three layers; the last two are rolling windows of `BotWindow.seconds`:
+- `Steady`, in this process: calls evenly spaced, never a second's worth at once.
 - `SentLog`, in this process: the times its calls actually went out, recorded when the caller
   resumes right before it writes the request, not when the call was granted. A loop that lags
   after a grant therefore cannot bunch two windows' worth of calls into one second.
@@ -53,6 +54,38 @@ class BotWindow:
         usable = rate * cls.HEADROOM
         calls = max(1, math.floor(usable))
         return cls(calls=calls, seconds=max(1.0, calls / usable) + cls.MARGIN)
+
+
+class Steady:
+    """This process's calls spread evenly over the window, at most `BURST` back to back.
+
+    The window alone would let a whole second's calls go at once, and then again one window
+    later. Measured, that trips Telegram's limit: a burst reaches the Bot API spread out by
+    network and server delays (up to 0.2 s in the benchmark), so part of one second's burst
+    is counted together with the next. Evenly spaced calls shift by a call or two, which the
+    headroom absorbs. `BURST` lets a dispatcher that woke late catch up one call, not more.
+    (A virtual-scheduling rate limiter, GCRA.)
+    """
+
+    BURST = 2
+
+    __slots__ = ("_due", "_spacing", "_tolerance")
+
+    def __init__(self, window: BotWindow) -> None:
+        self._spacing = window.seconds / window.calls
+        self._tolerance = (self.BURST - 1) * self._spacing
+        self._due = -math.inf  # when the next call would be exactly on schedule
+
+    def allowance(self, now: float) -> int:
+        """How many calls may go now."""
+        slack = now + self._tolerance - max(self._due, now)
+        return max(0, math.floor(slack / self._spacing + 1e-9) + 1)
+
+    def next_at(self) -> float:
+        return self._due - self._tolerance
+
+    def spend(self, calls: int, now: float) -> None:
+        self._due = max(self._due, now) + calls * self._spacing
 
 
 class SentLog:

@@ -11,8 +11,8 @@ When the bot-wide budget is the bottleneck (hundreds of answers at once), the or
 turns (intermediate states of long answers), which go before `BACKGROUND` ones (typing).
 Within a class the turn waiting longest goes first. A waiting stream never queues twice: it
 holds one turn and sends its newest state when granted, so intermediate updates coalesce.
-Every turn that may go is granted in one round: one Redis call takes the bot-wide budget for
-all of them, which keeps the output at the limit even when the event loop is busy.
+The bot-wide budget is spent evenly (one call per 1/27 s at 30/s, `budget.Steady`), and in
+a round that finds the dispatcher late, a couple of turns are granted with one Redis call.
 
 After a 429 nothing is sent to that chat — or, when many chats are hit at once, to any chat —
 until `retry_after` has passed: Telegram lengthens the penalty of a bot that keeps calling.
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from bot.streaming.budget import BotWideBudget, BotWindow, SentLog
+from bot.streaming.budget import BotWideBudget, BotWindow, SentLog, Steady
 from bot.streaming.clock import Clock
 from bot.streaming.paces import GROUP_CHAT, PRIVATE_CHAT, ChatPace, PaceRule
 
@@ -90,6 +90,7 @@ class FloodScheduler:
         self.limits = limits or FloodLimits()
         self._window = BotWindow.per_second(self.limits.bot_per_second)
         self._sent = SentLog(self._window)
+        self._steady = Steady(self._window)
         self._shared = shared
         self._chats: dict[int, _Chat] = {}
         self._waiting: set[int] = set()  # chats with at least one turn queued
@@ -196,11 +197,11 @@ class FloodScheduler:
             if not ready:
                 await self._idle(next_ready)
                 continue
-            free_at = self._sent.free_at(now)
+            free_at = max(self._sent.free_at(now), self._steady.next_at())
             if free_at > now:
                 await self._clock.sleep(free_at - now)
                 continue
-            want = min(len(ready), self._sent.room(now))
+            want = min(len(ready), self._sent.room(now), self._steady.allowance(now))
             counted_from = now  # the shared budget counts the calls from when they are taken
             if self._shared is not None:
                 taken, retry_at = await self._shared.take(want, self._window)
@@ -215,7 +216,9 @@ class FloodScheduler:
                 taken = want
             # A bot-wide call taken for a waiter that left meanwhile is lost; that is rare.
             now = self._clock.now()
-            for turn in heapq.nsmallest(taken, ready, key=_Turn.rank):
+            chosen = heapq.nsmallest(taken, ready, key=_Turn.rank)
+            self._steady.spend(len(chosen), now)
+            for turn in chosen:
                 self._grant(turn, now, counted_from)
 
     async def _idle(self, until: float | None) -> None:

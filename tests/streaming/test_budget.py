@@ -10,7 +10,7 @@ import fakeredis
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bot.streaming.budget import BotWindow, SentLog, SharedBudget
+from bot.streaming.budget import BotWindow, SentLog, SharedBudget, Steady
 from bot.streaming.scheduler import FloodLimits, FloodScheduler
 from storage import Storage
 from tests.streaming.test_flood import FakeClock, most_in_any_window
@@ -45,6 +45,21 @@ def test_sent_log_counts_a_call_from_when_it_went_out_not_when_it_was_granted() 
     assert log.room(11.5) == 2
 
 
+def test_steady_spreads_calls_evenly_and_catches_up_one_call_after_a_pause() -> None:
+    steady = Steady(BotWindow(calls=10, seconds=1.0))  # one call per 0.1 s
+
+    assert steady.allowance(0.0) == 2, "two back to back at most"
+    steady.spend(2, 0.0)
+    assert steady.allowance(0.05) == 0
+    assert steady.next_at() == pytest.approx(0.1)
+    assert steady.allowance(0.1) == 1
+    steady.spend(1, 0.1)
+    assert steady.allowance(0.15) == 0
+
+    # A dispatcher that woke 5 s late may send two calls, not the 49 it "missed".
+    assert steady.allowance(5.0) == 2
+
+
 class BrokenStore:
     async def take(
         self, bot_id: int, now: float, want: int, limit: int, window: float
@@ -76,7 +91,7 @@ async def test_without_redis_the_process_paces_itself_and_says_so_once(
             await flood.aclose()
 
     assert most_in_any_window(times, 1.0) <= 4, "5 a second, less the headroom"
-    assert max(times) == pytest.approx(3 * 1.02), "4 per window, not stalled"
+    assert max(times) < 15 / 4 * 1.02, "4 per window, not stalled"
     warnings = [r for r in caplog.records if "shared Telegram budget unavailable" in r.message]
     assert len(warnings) == 1
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -54,8 +55,13 @@ class FakeClock:
         self.time += seconds
 
 
-# A bot-wide budget that never binds, to look at one chat's pacing alone.
+# A bot-wide budget that never binds, to look at one chat's pacing alone: its calls are
+# spaced by a nanosecond, hence `approx` (to 10 microseconds) for the times below.
 NO_BOT_LIMIT = FloodLimits(bot_per_second=1e9)
+
+
+def approx(expected: object) -> Any:
+    return pytest.approx(expected, abs=1e-5)
 
 
 @pytest.fixture
@@ -97,7 +103,7 @@ async def test_private_chat_allows_a_burst_of_two_then_one_per_second(
 ) -> None:
     times = await call_times(flood, clock, PRIVATE, 8)
 
-    assert times == pytest.approx([0, 0, 1, 2, 3, 4, 5, 6])
+    assert times == approx([0, 0, 1, 2, 3, 4, 5, 6])
 
 
 async def test_private_chat_burst_comes_back_after_a_pause(
@@ -108,7 +114,7 @@ async def test_private_chat_burst_comes_back_after_a_pause(
     clock.advance(10)  # idle: the budget refills, but only up to the burst
     times = await call_times(flood, clock, PRIVATE, 4)
 
-    assert times == pytest.approx([0, 0, 1, 2])
+    assert times == approx([0, 0, 1, 2])
 
 
 async def test_group_spreads_updates_evenly_over_its_20_calls_a_minute(
@@ -121,7 +127,7 @@ async def test_group_spreads_updates_evenly_over_its_20_calls_a_minute(
         times.append(clock.now() - start)
 
     spacing = 61 / 20  # Telegram's 20 per minute, counted over 61 s for network jitter
-    assert times == pytest.approx([spacing * n for n in range(45)])
+    assert times == approx([spacing * n for n in range(45)])
     assert most_in_any_window(times, 60.0) <= 20, "Telegram allows 20 per minute in a group"
 
 
@@ -133,8 +139,8 @@ async def test_group_sends_what_users_wait_for_at_once_while_the_minute_has_room
 
     first_texts = await call_times(flood, clock, GROUP, 19)  # ...then urgent calls: no spacing
 
-    assert first_texts == pytest.approx([0.0] * 19)
-    assert (await call_times(flood, clock, GROUP, 1))[0] == pytest.approx(60.5), (
+    assert first_texts == approx([0.0] * 19)
+    assert (await call_times(flood, clock, GROUP, 1))[0] == approx(60.5), (
         "the 21st call waits until the first leaves the 61 s window"
     )
 
@@ -156,8 +162,8 @@ async def test_group_never_exceeds_20_calls_in_any_minute_with_idle_gaps(
 async def test_chats_have_separate_budgets(flood: FloodScheduler, clock: FakeClock) -> None:
     await call_times(flood, clock, PRIVATE, 2)  # PRIVATE's burst is spent
 
-    assert await call_times(flood, clock, OTHER_PRIVATE, 2) == [0, 0]
-    assert await call_times(flood, clock, GROUP, 2) == [0, 0]
+    assert await call_times(flood, clock, OTHER_PRIVATE, 2) == approx([0, 0])
+    assert await call_times(flood, clock, GROUP, 2) == approx([0, 0])
 
 
 # --- 429 -----------------------------------------------------------------------------------------
@@ -175,7 +181,7 @@ async def test_penalize_blocks_that_chat_for_the_window_while_others_go_on(
 
     flood.penalize(PRIVATE, 5)
 
-    assert flood.blocked_for(PRIVATE) == pytest.approx(5.0)
+    assert flood.blocked_for(PRIVATE) == approx(5.0)
     assert flood.blocked_for(OTHER_PRIVATE) == 0.0
     await asyncio.gather(call(PRIVATE), call(OTHER_PRIVATE), call(GROUP))
 
@@ -195,8 +201,8 @@ async def test_after_a_429_window_the_chat_gets_no_burst(
     times = await call_times(flood, clock, PRIVATE, 3)
 
     assert times[0] >= 5.0
-    assert times[1] - times[0] == pytest.approx(1.0), "one call per second, no catch-up burst"
-    assert times[2] - times[1] == pytest.approx(1.0)
+    assert times[1] - times[0] == approx(1.0), "one call per second, no catch-up burst"
+    assert times[2] - times[1] == approx(1.0)
 
 
 async def test_penalize_never_shortens_an_open_window(
@@ -205,7 +211,7 @@ async def test_penalize_never_shortens_an_open_window(
     flood.penalize(GROUP, 30)
     flood.penalize(GROUP, 5)  # a later, shorter 429 (another call) does not lift the first one
 
-    assert flood.blocked_for(GROUP) == pytest.approx(30.0)
+    assert flood.blocked_for(GROUP) == approx(30.0)
     assert (await call_times(flood, clock, GROUP, 1))[0] >= 30.0
 
 
@@ -215,7 +221,7 @@ async def test_429s_in_several_chats_at_once_pause_the_whole_bot(
     for chat_id in (1, 2, 3):
         flood.penalize(chat_id, 4)
 
-    assert flood.blocked_for(OTHER_PRIVATE) == pytest.approx(4.0)
+    assert flood.blocked_for(OTHER_PRIVATE) == approx(4.0)
     assert (await call_times(flood, clock, OTHER_PRIVATE, 1))[0] >= 4.0
 
 
@@ -278,7 +284,7 @@ async def test_a_cancelled_waiter_does_not_hold_up_the_others(
 
     assert list(served) == [0, 1, 3]
     # The cancelled turn spent nothing: waiter 3 goes in the third slot (after the burst).
-    assert served[3] == pytest.approx(1.0)
+    assert served[3] == approx(1.0)
 
 
 async def test_bot_wide_budget_serves_first_texts_before_updates_before_typing(
@@ -368,10 +374,12 @@ async def test_bot_wide_budget_holds_across_chats(clock: FakeClock) -> None:
     finally:
         await flood.aclose()
 
-    assert most_in_any_window(sorted(times), 1.0) <= 30
-    # Telegram counts calls in a rolling second, bursts included: 27 (the bot keeps 10 %
-    # headroom) go at once, and the next 27 when those have left the window (1 s plus a margin).
-    assert sorted(times) == pytest.approx([0.0] * 27 + [1.02] * 27 + [2.04] * 27 + [3.06] * 9)
+    times.sort()
+    assert most_in_any_window(times, 1.0) <= 27, "Telegram's 30 a second, less 10 % headroom"
+    # Evenly spread, not a second's worth at once: a burst reaches Telegram spread out by
+    # network delays, and part of it would be counted with the next second's calls.
+    assert most_in_any_window(times, 0.03) <= 2
+    assert max(times) == pytest.approx(90 / 27 * 1.02, abs=0.1), "and not slower than that"
 
 
 # --- pruning -------------------------------------------------------------------------------------
@@ -411,9 +419,9 @@ async def test_idle_chats_are_pruned_without_changing_behaviour() -> None:
         await reference.aclose()
 
     assert [chat for chat, _ in pruned_calls] == [chat for chat, _ in reference_calls]
-    assert [t for _, t in pruned_calls] == pytest.approx([t for _, t in reference_calls])
+    assert [t for _, t in pruned_calls] == approx([t for _, t in reference_calls])
     group_first = next(t for chat, t in pruned_calls if chat == GROUP)
-    assert group_first >= 100 - 1.5 - 1e-9, "the penalized group still waited out its window"
+    assert group_first >= 100 - 1.5 - 1e-5, "the penalized group still waited out its window"
 
 
 async def test_pruning_forgets_idle_chats(flood: FloodScheduler, clock: FakeClock) -> None:
@@ -426,4 +434,4 @@ async def test_pruning_forgets_idle_chats(flood: FloodScheduler, clock: FakeCloc
 
     tracked = len(flood._chats)
     assert tracked <= 3, f"{tracked} chats still tracked after pruning"
-    assert flood.blocked_for(GROUP) == pytest.approx(90.0)
+    assert flood.blocked_for(GROUP) == approx(90.0)
