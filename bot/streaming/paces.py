@@ -27,8 +27,9 @@ class ChatPace(Protocol):
         ...
 
     def restart(self, at: float) -> None:
-        """After a 429 window that ends at `at`: one call then, and the steady pace after it
-        (no catch-up burst: Telegram lengthens the penalty of a bot that bursts again)."""
+        """A 429 window ends at `at` (the scheduler holds the chat until then): leave no
+        catch-up burst for after it, since Telegram lengthens the penalty of a bot that
+        bursts again."""
         ...
 
     def rested(self, now: float) -> bool:

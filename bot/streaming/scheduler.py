@@ -148,8 +148,8 @@ class FloodScheduler:
         now = self._clock.now()
         chat = self._chat(chat_id)
         chat.blocked_until = max(chat.blocked_until, now + retry_after)
-        # One call is allowed the moment the window ends (Telegram accepts it then), and the
-        # pace resumes from there: no catch-up burst.
+        # Calls resume the moment the window ends (Telegram accepts them then), at the chat's
+        # pace and without a catch-up burst.
         chat.pace.restart(chat.blocked_until)
         self._recent_penalties.append((now, chat_id))
         while (
