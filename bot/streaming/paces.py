@@ -19,7 +19,11 @@ class ChatPace(Protocol):
     """One chat's pace, as state."""
 
     def ready_at(self, now: float, urgent: bool) -> float:
-        """The earliest time a call may go (now, if it may go now)."""
+        """The earliest time a call may go (now, if it may go now).
+
+        The answer holds until the next `spend` or `restart`, whatever time it is asked at
+        later (the scheduler keeps it), and an urgent call is never later than an update.
+        """
         ...
 
     def spend(self, now: float) -> None:

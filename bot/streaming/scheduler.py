@@ -25,6 +25,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +57,18 @@ class _Chat:
     pace: ChatPace
     blocked_until: float = 0.0
     waiters: deque[_Turn] = field(default_factory=deque)
+    # When the pace lets an urgent call and an update go: absolute times, which hold until the
+    # chat spends a call or restarts (the `ChatPace` contract). The dispatcher looks at every
+    # waiting chat in every round, so it asks the pace only after a change. None: ask.
+    urgent_at: float | None = None
+    update_at: float = 0.0
+
+    def paced(self, now: float) -> float:
+        """When an urgent call may go; `update_at` is fresh after this."""
+        if self.urgent_at is None:
+            self.urgent_at = self.pace.ready_at(now, True)
+            self.update_at = self.pace.ready_at(now, False)
+        return self.urgent_at
 
 
 @dataclass(slots=True)
@@ -67,8 +80,10 @@ class _Turn:
     granted: asyncio.Future[None]
     counted_from: float = 0.0  # when the bot-wide budget counted this call as sent
 
-    def rank(self) -> tuple[int, float, int]:
-        return (int(self.priority()), self.since, self.order)
+
+# A ready turn as the dispatcher ranks it: (priority, since, order, turn); `order` is unique,
+# so the turn itself is never compared.
+_Candidate = tuple[Priority, float, int, _Turn]
 
 
 class FloodScheduler:
@@ -151,6 +166,7 @@ class FloodScheduler:
         # Calls resume the moment the window ends (Telegram accepts them then), at the chat's
         # pace and without a catch-up burst.
         chat.pace.restart(chat.blocked_until)
+        chat.urgent_at = None
         self._recent_penalties.append((now, chat_id))
         while (
             self._recent_penalties and self._recent_penalties[0][0] < now - self.BOT_PENALTY_WINDOW
@@ -192,33 +208,38 @@ class FloodScheduler:
     async def _dispatch(self) -> None:
         while True:
             self._wake.clear()
-            now = self._clock.now()
-            ready, next_ready = self._ready(now)
-            if not ready:
-                await self._idle(next_ready)
+            if not self._waiting:
+                await self._idle(None)
                 continue
-            free_at = max(self._sent.free_at(now), self._steady.next_at())
+            # The bot-wide budget first: it needs no look at the chats, and while it is spent
+            # nothing can go anyway.
+            now = self._clock.now()
+            free_at = max(self._sent.free_at(now), self._steady.next_at(), self._bot_blocked_until)
             if free_at > now:
                 await self._clock.sleep(free_at - now)
                 continue
-            want = min(len(ready), self._sent.room(now), self._steady.allowance(now))
+            limit = min(self._sent.room(now), self._steady.allowance(now))
+            ready, next_ready = self._ready(now, enough=limit)
+            if not ready:
+                await self._idle(next_ready)
+                continue
             counted_from = now  # the shared budget counts the calls from when they are taken
             if self._shared is not None:
-                taken, retry_at = await self._shared.take(want, self._window)
+                taken, retry_at = await self._shared.take(len(ready), self._window)
                 if taken == 0:
                     # Other processes filled the window; never spin on a skewed clock.
                     await self._clock.sleep(max(retry_at - self._clock.now(), 0.001))
                     continue
-                # Taking the shared budget took a round trip: choose again with what is
-                # waiting now (a final state may have arrived meanwhile).
-                ready, _ = self._ready(self._clock.now())
             else:
-                taken = want
-            # A bot-wide call taken for a waiter that left meanwhile is lost; that is rare.
+                taken = len(ready)
+            # Choose among all the chats, with what is waiting now (a final state may have
+            # arrived during the round trip). A bot-wide call taken for a waiter that left
+            # meanwhile is lost; that is rare.
             now = self._clock.now()
-            chosen = heapq.nsmallest(taken, ready, key=_Turn.rank)
+            ready, _ = self._ready(now)
+            chosen = heapq.nsmallest(taken, ready)
             self._steady.spend(len(chosen), now)
-            for turn in chosen:
+            for *_, turn in chosen:
                 self._grant(turn, now, counted_from)
 
     async def _idle(self, until: float | None) -> None:
@@ -227,27 +248,43 @@ class FloodScheduler:
         else:
             await self._clock.wait(self._wake, until - self._clock.now())
 
-    def _ready(self, now: float) -> tuple[list[_Turn], float | None]:
-        """Each chat's most urgent turn that may go now, and else when the earliest may."""
+    def _ready(
+        self, now: float, enough: int | None = None
+    ) -> tuple[list[_Candidate], float | None]:
+        """Each chat's most urgent turn that may go now, and else when the earliest may.
+
+        With `enough`, it stops once it found that many (to learn whether any may go, not which
+        should). This runs about once per granted call over every waiting chat (hundreds under
+        load), so it compares cached times and calls each turn's priority once.
+        """
         if now < self._bot_blocked_until:
             return [], self._bot_blocked_until
-        ready: list[_Turn] = []
-        next_ready: float | None = None
+        ready: list[_Candidate] = []
+        next_ready = math.inf
         for chat_id in self._waiting:
             chat = self._chats[chat_id]
             if now < chat.blocked_until:
-                ready_at = chat.blocked_until
+                next_ready = min(next_ready, chat.blocked_until)
+                continue
+            urgent_at = chat.paced(now)
+            if urgent_at > now:
+                next_ready = min(next_ready, urgent_at)
+                continue
+            # The chat's most urgent turn, not its oldest: a typing indicator queued first
+            # must never hold back the answer's first text behind it.
+            waiters = chat.waiters
+            if len(waiters) == 1:
+                turn = waiters[0]
+                best: _Candidate = (turn.priority(), turn.since, turn.order, turn)
             else:
-                # The chat's most urgent turn, not its oldest: a typing indicator queued first
-                # must never hold back the answer's first text behind it.
-                best = min(chat.waiters, key=_Turn.rank)
-                urgent = best.priority() is Priority.URGENT
-                ready_at = chat.pace.ready_at(now, urgent)
-                if ready_at <= now:
-                    ready.append(best)
-                    continue
-            next_ready = ready_at if next_ready is None else min(next_ready, ready_at)
-        return ready, next_ready
+                best = min((t.priority(), t.since, t.order, t) for t in waiters)
+            if best[0] is not Priority.URGENT and chat.update_at > now:
+                next_ready = min(next_ready, chat.update_at)
+                continue
+            ready.append(best)
+            if len(ready) == enough:
+                break
+        return ready, (None if next_ready == math.inf else next_ready)
 
     def _grant(self, turn: _Turn, now: float, counted_from: float) -> None:
         chat = self._chats[turn.chat_id]
@@ -257,6 +294,7 @@ class FloodScheduler:
         if turn.granted.done():
             return  # its task was cancelled a moment ago and will remove nothing: skip it
         chat.pace.spend(now)
+        chat.urgent_at = None
         self._sent.granted(1)
         turn.counted_from = counted_from
         turn.granted.set_result(None)
