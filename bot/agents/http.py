@@ -197,18 +197,79 @@ class _SilenceGuard(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         chunks = aiter(self._inner)
-        while True:
-            try:
-                async with asyncio.timeout(self._seconds):
+        watchdog = _Watchdog(self._seconds)
+        try:
+            while True:
+                watchdog.waiting()
+                try:
                     chunk = await anext(chunks)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise httpx.ReadTimeout(f"no data for {self._seconds:g} s") from None
-            yield chunk
+                except StopAsyncIteration:
+                    return
+                except asyncio.CancelledError:
+                    if watchdog.fired():
+                        raise httpx.ReadTimeout(f"no data for {self._seconds:g} s") from None
+                    raise
+                finally:
+                    watchdog.resting()
+                yield chunk
+        finally:
+            watchdog.close()
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+class _Watchdog:
+    """Cancels the reading task once one wait for data has lasted `seconds`.
+
+    One timer per stream, moved on lazily: when it fires during a wait that began later, it is
+    set again for that wait's end. A chunk costs a clock read, where `asyncio.timeout` around
+    each read scheduled and cancelled a timer per chunk (measured: ~8 % of the bot's CPU with
+    1,000 answers streaming).
+    """
+
+    __slots__ = ("_cancelled", "_handle", "_loop", "_seconds", "_since", "_task")
+
+    def __init__(self, seconds: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._seconds = seconds
+        self._since: float | None = None  # when the current wait began; None: not waiting
+        self._task: asyncio.Task[Any] | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._cancelled = False
+
+    def waiting(self) -> None:
+        self._since = self._loop.time()
+        self._task = asyncio.current_task()
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._since + self._seconds, self._check)
+
+    def resting(self) -> None:
+        self._since = None
+
+    def fired(self) -> bool:
+        """Whether the cancellation being raised is this watchdog's alone (like
+        `asyncio.timeout`: a cancellation from elsewhere at the same time wins)."""
+        if not self._cancelled:
+            return False
+        self._cancelled = False
+        return self._task is not None and self._task.uncancel() == 0
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self) -> None:
+        self._handle = None
+        if self._since is None or self._task is None:
+            return  # not waiting now: the next wait sets the timer again
+        due = self._since + self._seconds
+        if self._loop.time() >= due:
+            self._cancelled = True
+            self._task.cancel()
+        else:
+            self._handle = self._loop.call_at(due, self._check)
 
 
 @asynccontextmanager
