@@ -32,6 +32,7 @@ from aiogram.types import (
 )
 from aiogram.utils.i18n import I18n
 from babel.support import LazyProxy
+from redis.asyncio import Redis
 
 from bot import texts
 from bot.agents.registry import AgentDirectory
@@ -49,7 +50,7 @@ from bot.streaming.sender import ChatSender, DeliveryFailed, Target
 from handlers import get_routers
 from handlers.middlewares import AllowlistMiddleware
 from handlers.scope import event_scope
-from storage import Storage, open_redis
+from storage import BUDGET_CONNECTIONS, Storage, open_redis
 
 logger = logging.getLogger("relaygram.app")
 
@@ -65,7 +66,7 @@ class Relaygram:
     sender: ChatSender
     http: httpx.AsyncClient
     _owns_http: bool
-    _owns_redis: bool
+    _owned_redis: list[Redis]  # clients the app opened (and closes)
 
     async def run_polling(self) -> None:
         # SIGHUP reloads the agents file, as /reload does; a broken file is logged and ignored.
@@ -82,8 +83,8 @@ class Relaygram:
         await self.bot.session.close()
         if self._owns_http:
             await self.http.aclose()
-        if self._owns_redis:
-            await self.storage.redis.aclose()
+        for redis in self._owned_redis:
+            await redis.aclose()
 
 
 def replica_name(settings: Settings) -> str:
@@ -121,16 +122,25 @@ async def create_app(
         session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     bot = Bot(token, session=session, default=DefaultBotProperties(link_preview_is_disabled=True))
 
-    owns_redis = storage is None
+    owned_redis: list[Redis] = []
     if storage is None:
         url = settings.redis_url.get_secret_value() if settings.redis_url else None
         redis, embedded = await open_redis(url)
+        owned_redis.append(redis)
         if embedded:
             logger.warning(
                 "REDIS_URL is not set: using an in-memory store; conversations and feedback "
                 "are lost when the bot restarts and are not shared between replicas"
             )
-        storage = Storage.on_redis(redis)
+            storage = Storage.on_redis(redis)
+        else:
+            try:
+                budget_redis, _ = await open_redis(url, max_connections=BUDGET_CONNECTIONS)
+            except BaseException:
+                await redis.aclose()
+                raise
+            owned_redis.append(budget_redis)
+            storage = Storage.on_redis(redis, budget_redis=budget_redis)
 
     owns_http = http is None
     http = http or agent_http_client()
@@ -203,7 +213,7 @@ async def create_app(
         sender=sender,
         http=http,
         _owns_http=owns_http,
-        _owns_redis=owns_redis,
+        _owned_redis=owned_redis,
     )
 
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import fakeredis
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -22,6 +23,28 @@ DEFAULT_REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
 
 RedisFactory = Callable[[], Awaitable[Redis]]
 """Opens another client on the same backing store (a "restart" or another replica)."""
+
+
+def real_redis_url_or_skip() -> str:
+    """`REDIS_TEST_URL` when the server answers; else skip (printing why), or fail in CI."""
+    url = os.environ.get("REDIS_TEST_URL", DEFAULT_REDIS_TEST_URL)
+    client = SyncRedis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except (RedisError, OSError) as exc:
+        reason = f"real Redis at {redact_url(url)} is unreachable ({type(exc).__name__}: {exc})"
+        if os.environ.get("RELAYGRAM_REQUIRE_REDIS") == "1":
+            pytest.fail(f"{reason}; RELAYGRAM_REQUIRE_REDIS=1 requires it", pytrace=False)
+        print(f"skipping: {reason}")
+        pytest.skip(f"{reason}; set REDIS_TEST_URL or start Redis")
+    finally:
+        client.close()
+    return url
+
+
+@pytest.fixture
+def real_redis_url() -> str:
+    return real_redis_url_or_skip()
 
 
 @pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
@@ -37,7 +60,7 @@ async def redis_factory(request: pytest.FixtureRequest) -> AsyncIterator[RedisFa
             return client
 
     else:
-        url = os.environ.get("REDIS_TEST_URL", DEFAULT_REDIS_TEST_URL)
+        url = real_redis_url_or_skip()
 
         async def connect() -> Redis:
             client = Redis.from_url(url, decode_responses=True, socket_connect_timeout=2)
@@ -49,14 +72,7 @@ async def redis_factory(request: pytest.FixtureRequest) -> AsyncIterator[RedisFa
             clients.append(client)
             return client
 
-        try:
-            await connect()
-        except (RedisError, OSError) as exc:
-            reason = f"real Redis at {redact_url(url)} is unreachable ({type(exc).__name__}: {exc})"
-            if os.environ.get("RELAYGRAM_REQUIRE_REDIS") == "1":
-                pytest.fail(f"{reason}; RELAYGRAM_REQUIRE_REDIS=1 requires it", pytrace=False)
-            print(f"skipping: {reason}")
-            pytest.skip(f"{reason}; set REDIS_TEST_URL or start Redis")
+        await connect()
 
     try:
         yield connect

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import httpx
 import pytest
 from aiogram.types import Update
 from pydantic import SecretStr
+from redis.asyncio import Redis
 
+import storage
 from bot.app import create_app
 from bot.config import Settings
 from bot.streaming.clock import ScaledClock
@@ -102,3 +105,44 @@ async def test_without_redis_url_the_bot_runs_on_an_embedded_store_and_says_so(
             await app.aclose()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("REDIS_URL is not set" in w and "lost when the bot restarts" in w for w in warnings)
+
+
+@pytest.mark.redis
+async def test_the_telegram_budget_never_waits_behind_busy_handlers(
+    telegram: FakeTelegram,
+    dify: FakeDify,
+    clock: ScaledClock,
+    real_redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every connection the handlers share is busy (here: one, blocked for 3 s), as when a
+    # thousand messages arrive at once. The calls that show answers must still go out.
+    monkeypatch.setattr(storage, "MAX_CONNECTIONS", 1)
+    settings = Settings(
+        bot_token=SecretStr(BOT_TOKEN), redis_url=SecretStr(real_redis_url), _env_file=None
+    )
+    async with httpx.AsyncClient(transport=dify.transport()) as http:
+        app = await create_app(
+            settings, agents_config(), session=FakeTelegramSession(telegram), http=http
+        )
+        budget_key = KeySpace().bot_budget(BOT_ID)
+
+        async def block_the_pool() -> None:
+            await app.storage.redis.blpop(["relaygram-test-never"], timeout=3)
+
+        busy = asyncio.create_task(block_the_pool())
+        try:
+            await asyncio.sleep(0.1)  # the blocking call holds the only shared connection
+            for chat in (1001, 1002, 1003):
+                await asyncio.wait_for(app.sender.flood.turn(chat), timeout=1.0)
+            assert not busy.done()
+            # Taken from the shared budget in Redis (not a local fallback), on its own client.
+            budget_redis = Redis.from_url(real_redis_url)
+            try:
+                assert await budget_redis.zcard(budget_key) == 3
+            finally:
+                await budget_redis.aclose()
+        finally:
+            await busy
+            await app.storage.redis.delete(budget_key)
+            await app.aclose()
