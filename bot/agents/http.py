@@ -163,7 +163,9 @@ def transport_error(
     detail = redact(f"{type(exc).__name__}{where}: {exc}".rstrip(": "), secrets)
     if isinstance(exc, httpx.ConnectTimeout):
         # Connecting is not "silence" of an agent that accepted the request: nobody answered.
-        return AgentUnavailable(detail)
+        # After the headers it is a broken connection: httpx-aiohttp (the bot's transport)
+        # reports every aiohttp connection error, a reset included, as ConnectTimeout.
+        return AgentStreamCut(detail) if started else AgentUnavailable(detail)
     if isinstance(exc, httpx.TimeoutException):
         return AgentTimeout(detail)
     if isinstance(exc, httpx.DecodingError):

@@ -65,6 +65,7 @@ from bot.agents.http import (
     redact,
     transport_error,
 )
+from bot.app import agent_http_client
 from bot.config import DifyAgentConfig
 from tests.agents.conformance import (
     USER,
@@ -182,6 +183,8 @@ async def test_read_body_is_bounded() -> None:
     [
         (httpx.ConnectError("refused"), False, AgentUnavailable),
         (httpx.ConnectTimeout("slow"), False, AgentUnavailable),
+        # httpx-aiohttp's name for a connection reset mid-body
+        (httpx.ConnectTimeout("reset"), True, AgentStreamCut),
         (httpx.ReadTimeout("silent"), True, AgentTimeout),
         (httpx.PoolTimeout("busy"), False, AgentTimeout),
         (httpx.RemoteProtocolError("closed"), False, AgentUnavailable),
@@ -1092,7 +1095,7 @@ async def test_fake_dify_agent_chat_mode() -> None:
 
 async def test_over_real_http() -> None:
     fake = FakeDify(FakeApp(default_script=Script(chunks=["Привет", ", ", "мир 😀"], delay=0.01)))
-    async with served(fake) as base_url, httpx.AsyncClient() as http:
+    async with served(fake) as base_url, agent_http_client() as http:
         client = DifyClient(make_config(base_url=base_url, api_key=fake.app.api_key), http)
         answer = check_contract(await collect(client))
         assert answer.text == "Привет, мир 😀"
@@ -1104,7 +1107,7 @@ async def test_over_real_http() -> None:
 async def test_over_real_http_silence_before_headers_times_out() -> None:
     # Dify sends headers only with the first event: the silence timeout covers that wait.
     fake = FakeDify(FakeApp(default_script=Script(first_delay=1.0)))
-    async with served(fake) as base_url, httpx.AsyncClient() as http:
+    async with served(fake) as base_url, agent_http_client() as http:
         config = make_config(base_url=base_url, api_key=fake.app.api_key, silence_timeout=0.1)
         events = await collect(DifyClient(config, http))
     assert type(only_failure(events)) is AgentTimeout

@@ -38,6 +38,7 @@ from bot.agents.base import (
     SupportsSuggestions,
 )
 from bot.agents.dify_console import STATISTICS, DifyConsoleClient
+from bot.app import agent_http_client
 from bot.config import DifyConsoleAgentConfig
 from tests.agents.conformance import (
     USER,
@@ -283,7 +284,7 @@ async def test_gateway_cut_over_real_http() -> None:
     script = Script(chunks=["Привет", ", ", "мир", " 😀", "!"], delay=0.2)
     fake = FakeDifyConsole(FakeConsoleApp(default_script=script), token=None, gateway=True)
     fake.gateway_cut_after = 0.5  # between the chunks at 0.4 and 0.6 s
-    async with served(fake) as url, httpx.AsyncClient() as http:
+    async with served(fake) as url, agent_http_client() as http:
         base_url = url.removesuffix("/v1") + GATEWAY_BASE_PATH
         config = make_config(base_url=base_url, api_key=None, app_id=fake.console_app.app_id)
         events = await collect(DifyConsoleClient(config, http))

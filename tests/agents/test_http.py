@@ -1,17 +1,26 @@
-"""The silence timeout on a streaming body (`bot/agents/http.py`), through a real
-`httpx.AsyncClient` over `httpx.MockTransport`: it counts only the time spent waiting for the
-agent, each wait on its own, and never turns a cancellation from elsewhere into a timeout."""
+"""Streaming requests (`bot/agents/http.py`).
+
+- The silence timeout on a body, through a real `httpx.AsyncClient` over `httpx.MockTransport`:
+  it counts only the time spent waiting for the agent, each wait on its own, and never turns a
+  cancellation from elsewhere into a timeout.
+- The client the bot really uses (`bot.app.agent_http_client`, httpx over aiohttp) against a
+  local aiohttp server: many streams at once, and each way a connection fails.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+from aiohttp import web
 
-from bot.agents.base import AgentStreamCut, AgentTimeout
-from bot.agents.http import open_stream
+from bot.agents.base import AgentStreamCut, AgentTimeout, AgentUnavailable
+from bot.agents.http import iter_sse, open_stream
+from bot.app import agent_http_client
 from tests.transcripts import ChunkStream
 
 SILENCE = 0.2
@@ -88,3 +97,111 @@ async def test_a_cut_after_headers_is_still_a_cut_stream() -> None:
     stream = ChunkStream(pieces(2), error=httpx.RemoteProtocolError("peer closed"))
     with pytest.raises(AgentStreamCut):
         await read_all(stream)
+
+
+# --- the bot's own client over real HTTP ---------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+TIMEOUTS = httpx.Timeout(connect=2.0, read=SILENCE, write=SILENCE, pool=2.0)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def agent_server(handler: Handler) -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_post("/stream", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/stream"
+    finally:
+        await runner.cleanup()
+
+
+async def open_sse(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    return response
+
+
+async def events_of(
+    http: httpx.AsyncClient, url: str, timeouts: httpx.Timeout = TIMEOUTS
+) -> list[str]:
+    async with open_stream(http, "POST", url, timeouts=timeouts, json={}) as response:
+        return [event.data async for event in iter_sse(response)]
+
+
+async def test_more_streams_at_once_than_aiohttps_default_pool() -> None:
+    # Every answer holds its stream open; aiohttp's default pool would hold 100.
+    streams = 150
+    patient = httpx.Timeout(10.0)
+    arrived = 0
+    everyone = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        nonlocal arrived
+        response = await open_sse(request)
+        arrived += 1
+        if arrived == streams:
+            everyone.set()
+        await response.write(b"data: first\n\n")
+        await everyone.wait()  # no stream ends before all of them are open
+        await response.write(b"data: last\n\n")
+        return response
+
+    async with agent_server(handler) as url, agent_http_client() as http:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(events_of(http, url, patient) for _ in range(streams))), timeout=20
+        )
+    assert results == [["first", "last"]] * streams
+
+
+async def test_events_split_anywhere_arrive_whole() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = await open_sse(request)
+        for piece in (b"da", b'ta: {"text": "\xd0', b'\x9f\xd1\x80\xd0\xb8"}\n', b"\ndata: 2\n\n"):
+            await response.write(piece)
+            await asyncio.sleep(0.01)
+        return response
+
+    async with agent_server(handler) as url, agent_http_client() as http:
+        assert await events_of(http, url) == ['{"text": "При"}', "2"]
+
+
+async def test_nobody_listening_is_unavailable() -> None:
+    async with agent_http_client() as http:
+        with pytest.raises(AgentUnavailable):
+            await events_of(http, f"http://127.0.0.1:{free_port()}/stream")
+
+
+async def test_a_connection_dropped_mid_stream_is_a_cut() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = await open_sse(request)
+        await response.write(b"data: partial\n\n")
+        assert request.transport is not None
+        request.transport.abort()  # no terminating chunk: the body is incomplete
+        return response
+
+    async with agent_server(handler) as url, agent_http_client() as http:
+        with pytest.raises(AgentStreamCut):
+            await events_of(http, url)
+
+
+async def test_silence_after_the_headers_times_out() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = await open_sse(request)
+        await response.write(b"data: one\n\n")
+        await asyncio.sleep(5 * SILENCE)
+        return response
+
+    async with agent_server(handler) as url, agent_http_client() as http:
+        with pytest.raises(AgentTimeout):
+            await asyncio.wait_for(events_of(http, url), timeout=3)

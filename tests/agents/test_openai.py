@@ -55,6 +55,7 @@ from bot.agents.openai import (
     trim_history,
 )
 from bot.agents.registry import build_client
+from bot.app import agent_http_client
 from bot.config import OpenAIAgentConfig
 from tests.agents.conformance import (
     USER,
@@ -163,7 +164,7 @@ async def test_client_shape() -> None:
 
 
 async def test_registered_in_the_registry() -> None:
-    async with httpx.AsyncClient() as http:
+    async with agent_http_client() as http:
         assert isinstance(build_client(make_config(), http), OpenAIClient)
 
 

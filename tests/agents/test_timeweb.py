@@ -43,6 +43,7 @@ from bot.agents.base import (
 )
 from bot.agents.registry import build_client
 from bot.agents.timeweb import TimewebClient, parse_answer, read_finish_reason
+from bot.app import agent_http_client
 from bot.config import TimewebAgentConfig
 from tests.agents.conformance import (
     USER,
@@ -116,7 +117,7 @@ async def test_client_shape() -> None:
 
 
 async def test_registered_in_the_registry() -> None:
-    async with httpx.AsyncClient() as http:
+    async with agent_http_client() as http:
         assert isinstance(build_client(make_config(), http), TimewebClient)
 
 
