@@ -32,10 +32,10 @@ from aiogram.types import (
 )
 from aiogram.utils.i18n import I18n
 from babel.support import LazyProxy
-from httpx_aiohttp import AiohttpTransport
 from redis.asyncio import Redis
 
 from bot import texts
+from bot.agents.aiohttp_transport import AiohttpTransport
 from bot.agents.registry import AgentDirectory
 from bot.config import AgentsConfig, Settings, load_agents
 from bot.i18n import DEFAULT_LOCALE, LANGUAGES, ChatLanguageMiddleware, create_i18n
@@ -93,29 +93,10 @@ def replica_name(settings: Settings) -> str:
 
 
 def agent_http_client() -> httpx.AsyncClient:
-    """The HTTP client every agent adapter shares (timeouts are set per request, per agent).
-
-    Requests go through aiohttp (httpx-aiohttp's transport; aiogram brings aiohttp anyway).
-    Its C parser hands over everything a stream has buffered in one piece, where httpcore
-    yields each HTTP chunk on its own, so a busy bot reads several agent events per wake-up:
-    measured with 1,000 answers streaming, 0.24 -> 0.19 ms of CPU per chunk, and the agent
-    requests of 1,000 simultaneous messages started 2.5x sooner (BENCHMARKS.md).
-    Environment proxies (HTTPS_PROXY and so on) still apply: httpx mounts its own transport for
-    them.
-    """
-    return httpx.AsyncClient(
-        transport=AiohttpTransport(
-            # Every running answer holds one stream open, so the pool must not cap them: with
-            # max_connections=None httpx-aiohttp falls back to aiohttp's default of 100, and
-            # answer 101 onward waited for a connection and failed (seen at 1,000 answers).
-            limits=httpx.Limits(max_connections=AGENT_CONNECTIONS, max_keepalive_connections=50),
-        ),
-        headers={"User-Agent": "relaygram"},
-    )
-
-
-# Far above any number of answers one process streams at once.
-AGENT_CONNECTIONS = 100_000
+    """The HTTP client every agent adapter shares (timeouts are set per request, per agent),
+    over aiohttp (`bot.agents.aiohttp_transport` says why). Environment proxies (HTTPS_PROXY
+    and so on) still apply: httpx mounts its own transport for them."""
+    return httpx.AsyncClient(transport=AiohttpTransport(), headers={"User-Agent": "relaygram"})
 
 
 async def create_app(

@@ -163,8 +163,8 @@ def transport_error(
     detail = redact(f"{type(exc).__name__}{where}: {exc}".rstrip(": "), secrets)
     if isinstance(exc, httpx.ConnectTimeout):
         # Connecting is not "silence" of an agent that accepted the request: nobody answered.
-        # After the headers it is a broken connection: httpx-aiohttp (the bot's transport)
-        # reports every aiohttp connection error, a reset included, as ConnectTimeout.
+        # After the headers it can only be a broken connection (as some transports report
+        # one): a cut.
         return AgentStreamCut(detail) if started else AgentUnavailable(detail)
     if isinstance(exc, httpx.TimeoutException):
         return AgentTimeout(detail)

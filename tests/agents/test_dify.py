@@ -183,7 +183,7 @@ async def test_read_body_is_bounded() -> None:
     [
         (httpx.ConnectError("refused"), False, AgentUnavailable),
         (httpx.ConnectTimeout("slow"), False, AgentUnavailable),
-        # httpx-aiohttp's name for a connection reset mid-body
+        # how httpx-aiohttp, for one, reports a connection reset mid-body
         (httpx.ConnectTimeout("reset"), True, AgentStreamCut),
         (httpx.ReadTimeout("silent"), True, AgentTimeout),
         (httpx.PoolTimeout("busy"), False, AgentTimeout),

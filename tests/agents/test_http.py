@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -19,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from bot.agents.base import AgentStreamCut, AgentTimeout, AgentUnavailable
-from bot.agents.http import iter_sse, open_stream
+from bot.agents.http import iter_sse, open_stream, read_body
 from bot.app import agent_http_client
 from tests.transcripts import ChunkStream
 
@@ -205,3 +206,42 @@ async def test_silence_after_the_headers_times_out() -> None:
     async with agent_server(handler) as url, agent_http_client() as http:
         with pytest.raises(AgentTimeout):
             await asyncio.wait_for(events_of(http, url), timeout=3)
+
+
+async def test_a_compressed_body_arrives_decoded() -> None:
+    document = b'{"answer": "' + b"x" * 5000 + b'"}'
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=gzip.compress(document),
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+
+    async with (
+        agent_server(handler) as url,
+        agent_http_client() as http,
+        open_stream(http, "POST", url, timeouts=TIMEOUTS, json={}) as response,
+    ):
+        assert await read_body(response, limit=10_000) == document
+
+
+async def test_a_stream_closed_early_leaves_nothing_for_the_next_request() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = await open_sse(request)
+        text = (await request.json())["say"]
+        await response.write(f"data: {text}\n\n".encode())
+        if text == "first":
+            await response.write(b"data: unread\n\n")
+            await asyncio.sleep(2 * SILENCE)
+            await response.write(b"data: more unread\n\n")
+        return response
+
+    async with agent_server(handler) as url, agent_http_client() as http:
+        # Stop reading after the first event, as /stop does.
+        first = {"say": "first"}
+        async with open_stream(http, "POST", url, timeouts=TIMEOUTS, json=first) as response:
+            events = aiter(iter_sse(response))
+            assert (await anext(events)).data == "first"
+        after = {"say": "next"}
+        async with open_stream(http, "POST", url, timeouts=TIMEOUTS, json=after) as response:
+            assert [event.data async for event in iter_sse(response)] == ["next"]
