@@ -78,7 +78,6 @@ class _Turn:
     since: float
     order: int
     granted: asyncio.Future[None]
-    counted_from: float = 0.0  # when the bot-wide budget counted this call as sent
 
 
 # A ready turn as the dispatcher ranks it: (priority, since, order, turn); `order` is unique,
@@ -147,16 +146,16 @@ class FloodScheduler:
                 if not chat.waiters:
                     self._waiting.discard(chat_id)
             elif turn.granted.done() and not turn.granted.cancelled():
-                self._went_out(turn)  # granted, then cancelled: count it anyway
+                self._went_out()  # granted, then cancelled: count it anyway
             raise
-        self._went_out(turn)
+        self._went_out()
 
-    def _went_out(self, turn: _Turn) -> None:
+    def _went_out(self) -> None:
         """The caller writes its request right after its turn: the call counts from now."""
         now = self._clock.now()
         self._sent.sent(now)
         if self._shared is not None:
-            self._shared.sent(late_by=now - turn.counted_from)
+            self._shared.sent(now)
 
     def penalize(self, chat_id: int, retry_after: float) -> None:
         """Telegram said 429 for this chat: send it nothing for `retry_after` seconds."""
@@ -223,7 +222,6 @@ class FloodScheduler:
             if not ready:
                 await self._idle(next_ready)
                 continue
-            counted_from = now  # the shared budget counts the calls from when they are taken
             if self._shared is not None:
                 taken, retry_at = await self._shared.take(len(ready), self._window)
                 if taken == 0:
@@ -240,7 +238,7 @@ class FloodScheduler:
             chosen = heapq.nsmallest(taken, ready)
             self._steady.spend(len(chosen), now)
             for *_, turn in chosen:
-                self._grant(turn, now, counted_from)
+                self._grant(turn, now)
 
     async def _idle(self, until: float | None) -> None:
         if until is None:
@@ -286,7 +284,7 @@ class FloodScheduler:
                 break
         return ready, (None if next_ready == math.inf else next_ready)
 
-    def _grant(self, turn: _Turn, now: float, counted_from: float) -> None:
+    def _grant(self, turn: _Turn, now: float) -> None:
         chat = self._chats[turn.chat_id]
         chat.waiters.remove(turn)
         if not chat.waiters:
@@ -296,7 +294,6 @@ class FloodScheduler:
         chat.pace.spend(now)
         chat.urgent_at = None
         self._sent.granted(1)
-        turn.counted_from = counted_from
         turn.granted.set_result(None)
         self._granted += 1
         if self._granted % self._PRUNE_EVERY == 0:
