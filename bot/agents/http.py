@@ -8,9 +8,9 @@ made with them, and the logging of their failures, the same for every platform.
 
 Timeouts: the read timeout is the agent's *silence* timeout. It also covers the wait for the
 response headers, because Dify sends its headers only together with the first event (10 s and
-more with a slow model), so a short "time to headers" limit would fail healthy requests. On the body it
-is enforced here, by one watchdog per stream, whatever the transport (the bot's own transport,
-`bot.agents.aiohttp_transport`, leaves the body to it).
+more with a slow model), so a short "time to headers" limit would fail healthy requests. On
+the body it is enforced here, by one watchdog per stream, whatever the transport (the bot's
+own transport, `bot.agents.aiohttp_transport`, leaves the body to it).
 """
 
 from __future__ import annotations

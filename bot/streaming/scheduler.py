@@ -215,6 +215,8 @@ class FloodScheduler:
             now = self._clock.now()
             free_at = max(self._sent.free_at(now), self._steady.next_at(), self._bot_blocked_until)
             if free_at > now:
+                if free_at > self._steady.next_at():
+                    self._steady.hold(free_at)  # the window, or a 429: no catch-up after it
                 await self._clock.sleep(free_at - now)
                 continue
             limit = min(self._sent.room(now), self._steady.allowance(now))

@@ -46,19 +46,31 @@ def test_sent_log_counts_a_call_from_when_it_went_out_not_when_it_was_granted() 
     assert log.room(11.5) == 2
 
 
-def test_steady_spreads_calls_evenly_and_catches_up_one_call_after_a_pause() -> None:
+def test_steady_spreads_calls_evenly_and_catches_up_a_few_calls_after_a_pause() -> None:
     steady = Steady(BotWindow(calls=10, seconds=1.0))  # one call per 0.1 s
+    burst = Steady.BURST
+    assert 1 < burst <= 4, "a few calls back to back, never a second's worth"
 
-    assert steady.allowance(0.0) == 2, "two back to back at most"
-    steady.spend(2, 0.0)
+    assert steady.allowance(0.0) == burst
+    steady.spend(burst, 0.0)
     assert steady.allowance(0.05) == 0
     assert steady.next_at() == pytest.approx(0.1)
-    assert steady.allowance(0.1) == 1
-    steady.spend(1, 0.1)
-    assert steady.allowance(0.15) == 0
+    # On schedule, one call per spacing: a dispatcher on time never sends two at once.
+    for step in range(1, 6):
+        at = 0.1 * step
+        assert steady.allowance(at) == 1
+        steady.spend(1, at)
+        assert steady.allowance(at + 0.05) == 0
 
-    # A dispatcher that woke 5 s late may send two calls, not the 49 it "missed".
-    assert steady.allowance(5.0) == 2
+    # A dispatcher that woke 5 s late may send BURST calls, not the 49 it "missed".
+    assert steady.allowance(5.0) == burst
+
+    # Held back on purpose (the window was full) until 7.0: no calls are owed at 7.0, and
+    # only a wake-up later than that catches up.
+    steady.hold(7.0)
+    assert steady.allowance(6.9) == 0
+    assert steady.allowance(7.0) == 1
+    assert steady.allowance(7.0 + 0.1 * burst) == burst
 
 
 class BrokenStore:
