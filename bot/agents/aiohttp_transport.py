@@ -12,7 +12,8 @@ mid-body included) as ConnectTimeout, and keeps aiohttp's read timer on the body
 aiohttp re-arms on every read (7 % of the bot's CPU at 1,000 answers, measured) although
 `bot.agents.http` watches the body's silence already, with one timer per stream.
 
-What it does: no cap on connections (every running answer holds a stream open); the read
+What it does: no cap on connections (every running answer holds a stream open); httpx's
+certificate checks (certifi, or SSL_CERT_FILE / SSL_CERT_DIR); the read
 timeout covers the wait for the response headers only; aiohttp's errors become the httpx
 exceptions `bot.agents.http.transport_error` maps. Unlike httpx's `retries=1` before it, a
 refused connection is not tried again: the user sees "unavailable" a moment sooner.
@@ -93,7 +94,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 # limit=0: no cap on connections.
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_SECONDS),
+                connector=aiohttp.TCPConnector(
+                    limit=0,
+                    keepalive_timeout=KEEPALIVE_SECONDS,
+                    # Certificates are checked as httpx checks them: certifi's authorities, or
+                    # the operator's own through SSL_CERT_FILE / SSL_CERT_DIR.
+                    ssl=httpx.create_ssl_context(),
+                ),
                 # httpx decodes bodies (it sees Content-Encoding); proxies from the environment
                 # are httpx's own mounts, never this transport.
                 auto_decompress=False,

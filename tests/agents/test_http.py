@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -245,3 +248,55 @@ async def test_a_stream_closed_early_leaves_nothing_for_the_next_request() -> No
         after = {"say": "next"}
         async with open_stream(http, "POST", url, timeouts=TIMEOUTS, json=after) as response:
             assert [event.data async for event in iter_sse(response)] == ["next"]
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that no authority signed, and its key."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@asynccontextmanager
+async def tls_server(cert: Path, key: Path) -> AsyncIterator[str]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = await open_sse(request)
+        await response.write(b"data: secure\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/stream", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
+    try:
+        yield f"https://127.0.0.1:{port}/stream"
+    finally:
+        await runner.cleanup()
+
+
+async def test_https_checks_the_agents_certificate(self_signed: tuple[Path, Path]) -> None:
+    async with tls_server(*self_signed) as url, agent_http_client() as http:
+        with pytest.raises(AgentUnavailable, match="ertificate"):
+            await events_of(http, url)
+
+
+async def test_https_trusts_an_authority_named_in_ssl_cert_file(
+    self_signed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(self_signed[0]))
+    async with tls_server(*self_signed) as url, agent_http_client() as http:
+        assert await events_of(http, url) == ["secure"]
