@@ -94,8 +94,8 @@ def replica_name(settings: Settings) -> str:
 
 def agent_http_client() -> httpx.AsyncClient:
     """The HTTP client every agent adapter shares (timeouts are set per request, per agent),
-    over aiohttp (`bot.agents.aiohttp_transport` says why). Environment proxies (HTTPS_PROXY
-    and so on) still apply: httpx mounts its own transport for them."""
+    over aiohttp (`bot.agents.aiohttp_transport` says why). As before it (httpx ignores
+    HTTPS_PROXY and the like once a transport is given), agents are reached directly."""
     return httpx.AsyncClient(transport=AiohttpTransport(), headers={"User-Agent": "relaygram"})
 
 

@@ -101,8 +101,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     # the operator's own through SSL_CERT_FILE / SSL_CERT_DIR.
                     ssl=httpx.create_ssl_context(),
                 ),
-                # httpx decodes bodies (it sees Content-Encoding); proxies from the environment
-                # are httpx's own mounts, never this transport.
+                # httpx decodes bodies (it sees Content-Encoding). No proxies from the
+                # environment: the httpx transport before this one used none either.
                 auto_decompress=False,
                 trust_env=False,
             )
