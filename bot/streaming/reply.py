@@ -92,6 +92,10 @@ class ReplyStream:
     # A group has 20 calls a minute for everything: spend one on "typing…" only when the
     # agent is slow to start; an answer that starts sooner is its own sign of life.
     TYPING_DELAY_IN_GROUPS = 1.0
+    # Likewise the "Thinking…" draft: every call counts against the bot-wide budget, and when
+    # many answers start at once, placeholders sent in the agent's first moments filled the
+    # window that their first texts needed (100 answers: 9 placeholders before the first word).
+    PLACEHOLDER_DELAY = 1.0
     DRAFT_REFRESH = 20.0  # drafts disappear after 30 s without an update
 
     def __init__(
@@ -118,6 +122,7 @@ class ReplyStream:
         self._shown: list[_Shown] = []
         self._draft_shown: RenderedText | None = None
         self._draft_at = 0.0
+        self._started_at = clock.now()
         self._plain_only = False  # Telegram refused our entities once: stop sending them
         self._memo: tuple[object, ...] | None = None
         self._memo_pages: list[_Page] = []
@@ -146,6 +151,7 @@ class ReplyStream:
         return [shown.message_id for shown in self._shown]
 
     def start(self) -> None:
+        self._started_at = self._clock.now()
         self._writer = asyncio.create_task(self._write(), name=f"reply:{self._target.chat_id}")
         if self._mode is Mode.EDIT:
             self._typing = asyncio.create_task(self._keep_typing(), name="typing")
@@ -238,8 +244,16 @@ class ReplyStream:
     def _draft(self, desired: list[_Page]) -> RenderedText | None:
         if self._mode is not Mode.DRAFT or self._final is not None:
             return None
-        # An empty draft shows Telegram's "Thinking…" placeholder until text arrives.
-        return desired[-1].content if desired else plain("")
+        if desired:
+            return desired[-1].content
+        # An empty draft shows Telegram's "Thinking…" placeholder until text arrives: for an
+        # agent slow to start only (an answer that starts sooner is its own sign of life).
+        if self._draft_shown is None and self._clock.now() < self._placeholder_at():
+            return None
+        return plain("")
+
+    def _placeholder_at(self) -> float:
+        return self._started_at + self.PLACEHOLDER_DELAY
 
     def _next_step(self, desired: list[_Page]) -> _Step | None:
         persisted = self._persisted(desired)
@@ -291,8 +305,11 @@ class ReplyStream:
             self.failure = exc
 
     def _idle_timeout(self) -> float:
-        if self._mode is Mode.DRAFT and self._draft_shown is not None:
-            return max(0.0, self._draft_at + self.DRAFT_REFRESH - self._clock.now())
+        if self._mode is Mode.DRAFT:
+            if self._draft_shown is not None:
+                return max(0.0, self._draft_at + self.DRAFT_REFRESH - self._clock.now())
+            if not self._shown:  # nothing on screen yet: the placeholder is due then
+                return max(0.0, self._placeholder_at() - self._clock.now())
         return 3600.0
 
     def _priority(self) -> Priority:

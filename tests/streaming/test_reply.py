@@ -19,7 +19,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.streaming.clock import ScaledClock
 from bot.streaming.render import plain, render_markdown
-from bot.streaming.reply import ReplyStream
+from bot.streaming.reply import DraftSupport, ReplyStream
 from bot.streaming.scheduler import FloodScheduler
 from bot.streaming.sender import ChatSender, Target
 from tests.fakes.telegram import (
@@ -413,6 +413,34 @@ async def test_in_a_group_typing_is_spent_only_on_an_agent_slow_to_start(
     assert fast_methods[0] == "sendMessage"
     assert slow_methods[0] == "sendChatAction"
     assert "sendChatAction" not in slow_methods[1:]
+
+
+async def test_in_drafts_thinking_is_spent_only_on_an_agent_slow_to_start(
+    sender: ChatSender, telegram: FakeTelegram, clock: ScaledClock
+) -> None:
+    """Every call counts against the bot-wide budget; an answer that starts within a second
+    needs no "Thinking…" draft first."""
+    drafts = DraftSupport(True)
+    shown: dict[str, list[str]] = {}
+    for name, chat_id, wait in (("fast", CHAT, 0.3), ("slow", CHAT + 1, 3.0)):
+        stream = ReplyStream(sender, Target(chat_id), clock, draft_id=7, drafts=drafts)
+        stream.start()
+        try:
+            await clock.sleep(wait)
+            source = await stream_in_steps(stream, clock, ["An ", "answer."], pause=0.3)
+            await finish(stream, source)
+        finally:
+            await stream.close()
+        shown[name] = [
+            r.params.get("text", "")
+            for r in chat_calls(telegram, chat_id)
+            if r.method == "sendMessageDraft"
+        ]
+
+    assert shown["fast"], "the fast answer still grew in a draft"
+    assert "" not in shown["fast"], "no placeholder before a fast first text"
+    assert shown["slow"][0] == "", "a slow agent gets the 'Thinking…' placeholder"
+    assert "" not in shown["slow"][1:]
 
 
 # --- entities -------------------------------------------------------------------------------------
