@@ -157,46 +157,42 @@ class SharedBudget:
     A call counts in Redis from when it was taken. When it goes out noticeably later (the event
     loop was busy), it is postponed in Redis to when it went out, in the background: otherwise
     another process could take the same window's calls again while ours are still going out.
-
-    A couple of calls are taken ahead (`RESERVE`) and topped up in the background, so that a
-    dispatcher round seldom waits for Redis: with 1,000 answers streaming the event loop runs
-    late, each wait for a reply costs a late wake-up, and rounds that waited for Redis made
-    about half the calls the budget allows (BENCHMARKS.md).
     """
 
     # Evenly spaced calls shifted by less than this cost a call or two of the headroom;
     # postponing them all would double the Redis traffic of a busy bot.
     LATE = 0.05
-    RESERVE = 2
 
     def __init__(self, store: BotBudgetStore, bot_id: int, clock: Clock) -> None:
         self._store = store
         self._bot_id = bot_id
         self._clock = clock
         self._failing = False
-        # (call, when it was taken): handed out and not yet gone out, oldest first; and taken
-        # ahead, not yet handed out.
+        # (call, when it was taken): taken and not yet gone out, oldest first.
         self._taken: deque[tuple[str, float]] = deque()
-        self._reserve: deque[tuple[str, float]] = deque()
         self._late: list[str] = []
         self._postponing: asyncio.Task[None] | None = None
-        self._refilling: asyncio.Task[None] | None = None
 
     async def take(self, want: int, window: BotWindow) -> tuple[int, float]:
-        now = self._clock.now()
-        self._forget_stale_reserve(now, window)
-        got = self._hand_out(want, window)
-        if got == want:
-            self._refill(window)
-            return got, now
-        # The reserve ran dry: take what is missing now, and a new reserve with it.
+        wall, now = self._clock.wall(), self._clock.now()
         try:
-            more, again_at = await self._take(want - got + self.RESERVE, window)
-        except RedisError:
+            calls, free_at = await self._store.take(
+                self._bot_id, wall, want, window.calls, window.seconds
+            )
+        except RedisError as exc:
+            if not self._failing:
+                logger.warning("shared Telegram budget unavailable (%s); pacing locally", exc)
+                self._failing = True
             return want, now  # this process's SentLog still keeps its own calls in the window
-        self._reserve.extend(more)
-        got += self._hand_out(want - got, window)
-        return got, (now if got == want else again_at)
+        if self._failing:
+            logger.info("shared Telegram budget available again")
+            self._failing = False
+        # Which of our taken calls went out is irrelevant (they are alike), so a FIFO will do;
+        # one taken for a waiter that left is postponed at most once more, then ages out.
+        self._taken.extend((call, now) for call in calls)
+        while len(self._taken) > 4 * window.calls:
+            self._taken.popleft()
+        return len(calls), now + (free_at - wall)
 
     def sent(self, at: float) -> None:
         if not self._taken:
@@ -207,58 +203,6 @@ class SharedBudget:
             if self._postponing is None or self._postponing.done():
                 self._postponing = asyncio.create_task(self._postpone(), name="budget-postpone")
 
-    async def aclose(self) -> None:
-        for task in (self._postponing, self._refilling):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._postponing = self._refilling = None
-
-    async def _take(self, want: int, window: BotWindow) -> tuple[list[tuple[str, float]], float]:
-        """Calls from Redis, each with when it was taken, and when to ask again."""
-        wall, now = self._clock.wall(), self._clock.now()
-        try:
-            calls, free_at = await self._store.take(
-                self._bot_id, wall, want, window.calls, window.seconds
-            )
-        except RedisError as exc:
-            if not self._failing:
-                logger.warning("shared Telegram budget unavailable (%s); pacing locally", exc)
-                self._failing = True
-            raise
-        if self._failing:
-            logger.info("shared Telegram budget available again")
-            self._failing = False
-        return [(call, now) for call in calls], now + (free_at - wall)
-
-    def _hand_out(self, want: int, window: BotWindow) -> int:
-        count = min(want, len(self._reserve))
-        for _ in range(count):
-            self._taken.append(self._reserve.popleft())
-        # Which of our taken calls went out is irrelevant (they are alike), so a FIFO will do;
-        # one taken for a waiter that left is postponed at most once more, then ages out.
-        while len(self._taken) > 4 * window.calls:
-            self._taken.popleft()
-        return count
-
-    def _refill(self, window: BotWindow) -> None:
-        if len(self._reserve) >= self.RESERVE or self._failing:
-            return
-        if self._refilling is None or self._refilling.done():
-            self._refilling = asyncio.create_task(self._top_up(window), name="budget-reserve")
-
-    async def _top_up(self, window: BotWindow) -> None:
-        with contextlib.suppress(RedisError):  # logged by _take; the next round asks again
-            more, _ = await self._take(self.RESERVE - len(self._reserve), window)
-            self._reserve.extend(more)
-
-    def _forget_stale_reserve(self, now: float, window: BotWindow) -> None:
-        """Calls taken ahead that have aged halfway out of the window are left unused: sent
-        now, they would need postponing in Redis just before they drop out of it."""
-        while self._reserve and now - self._reserve[0][1] > window.seconds / 2:
-            self._reserve.popleft()
-
     async def _postpone(self) -> None:
         while self._late:
             calls, self._late = self._late, []
@@ -268,3 +212,10 @@ class SharedBudget:
                 logger.debug(
                     "could not postpone %d calls in the shared budget: %s", len(calls), exc
                 )
+
+    async def aclose(self) -> None:
+        task, self._postponing = self._postponing, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

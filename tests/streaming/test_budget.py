@@ -129,21 +129,16 @@ async def test_shared_budget_answers_on_the_process_clock() -> None:
     assert again_at == pytest.approx(clock.now() + 0.75)
 
 
-class GatedStore:
-    """The real Redis script (on fakeredis) behind a gate the test opens: Redis is slow."""
+class RecordingStore:
+    """The real Redis script (on fakeredis), recording what is postponed."""
 
     def __init__(self) -> None:
         self.inner = Storage.on_redis(fakeredis.FakeAsyncRedis(decode_responses=True)).bot_budget
-        self.open = asyncio.Event()
-        self.open.set()
-        self.asked: list[int] = []
         self.postponed: list[tuple[list[str], float]] = []
 
     async def take(
         self, bot_id: int, now: float, want: int, limit: int, window: float
     ) -> tuple[list[str], float]:
-        self.asked.append(want)
-        await self.open.wait()
         return await self.inner.take(bot_id, now, want, limit, window)
 
     async def postpone(self, bot_id: int, calls: Sequence[str], to: float) -> None:
@@ -156,58 +151,17 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_a_round_takes_its_calls_from_the_reserve_without_waiting_for_redis() -> None:
-    store, clock = GatedStore(), FakeClock()
+async def test_a_call_that_goes_out_late_is_postponed_in_redis() -> None:
+    store, clock = RecordingStore(), FakeClock()
     shared = SharedBudget(store, BOT_ID, clock)
     window = BotWindow(calls=27, seconds=1.02)
     try:
-        assert await shared.take(1, window) == (1, clock.now())
-        assert store.asked == [1 + SharedBudget.RESERVE]  # one now, the reserve with it
-        store.open.clear()  # Redis stops answering for a while
-        clock.advance(0.04)
-        for _ in range(SharedBudget.RESERVE):
-            taken, _ = await asyncio.wait_for(shared.take(1, window), timeout=0.5)
-            assert taken == 1
-        # The reserve is being topped up in the background meanwhile.
-        await settle()
-        assert len(store.asked) == 2
-        store.open.set()
-        await settle()
-        store.open.clear()  # the top-up came back; Redis is slow again
-        assert await asyncio.wait_for(shared.take(1, window), timeout=0.5) == (1, clock.now())
-    finally:
-        await shared.aclose()
-
-
-async def test_a_call_from_the_reserve_that_goes_out_late_is_postponed() -> None:
-    store, clock = GatedStore(), FakeClock()
-    shared = SharedBudget(store, BOT_ID, clock)
-    window = BotWindow(calls=27, seconds=1.02)
-    try:
-        await shared.take(1, window)
+        assert await shared.take(2, window) == (2, clock.now())
         shared.sent(clock.now() + 0.01)  # in time: counted where it was taken
         clock.advance(0.2)
-        await shared.take(1, window)  # from the reserve, taken 0.2 s ago
-        shared.sent(clock.now())
+        shared.sent(clock.now())  # 0.2 s after it was taken
         await settle()
         assert [len(calls) for calls, _ in store.postponed] == [1]
         assert store.postponed[0][1] == clock.wall()
-    finally:
-        await shared.aclose()
-
-
-async def test_a_reserve_that_aged_halfway_out_of_the_window_is_not_used() -> None:
-    store, clock = GatedStore(), FakeClock()
-    shared = SharedBudget(store, BOT_ID, clock)
-    window = BotWindow(calls=27, seconds=1.02)
-    try:
-        await shared.take(1, window)
-        shared.sent(clock.now())
-        clock.advance(0.6)
-        await shared.take(1, window)
-        assert store.asked == [3, 3], "taken afresh from Redis"
-        shared.sent(clock.now())
-        await settle()
-        assert store.postponed == [], "a fresh call goes out in time"
     finally:
         await shared.aclose()
