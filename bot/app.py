@@ -15,6 +15,7 @@ import signal
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from aiogram import Bot, Dispatcher
@@ -23,6 +24,17 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramAPIError
+from aiogram.methods import (
+    AnswerCallbackQuery,
+    DeleteMessage,
+    EditMessageReplyMarkup,
+    EditMessageText,
+    GetUpdates,
+    SendChatAction,
+    SendMessage,
+    SendMessageDraft,
+    TelegramMethod,
+)
 from aiogram.types import (
     BotCommand,
     BotCommandScopeAllGroupChats,
@@ -39,6 +51,7 @@ from bot.agents.aiohttp_transport import AiohttpTransport
 from bot.agents.registry import AgentDirectory
 from bot.config import AgentsConfig, Settings, load_agents
 from bot.i18n import DEFAULT_LOCALE, LANGUAGES, ChatLanguageMiddleware, create_i18n
+from bot.lean_aiogram import build_validators
 from bot.services.access import AccessPolicy, AccessService
 from bot.services.chat import ChatService, StreamSettings
 from bot.services.feedback import FeedbackService
@@ -75,6 +88,7 @@ class Relaygram:
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP, self.operator_service.reload
             )
+        build_validators(_CALLS_OF_EVERY_ANSWER)
         await self.dispatcher.start_polling(
             self.bot, allowed_updates=self.dispatcher.resolve_used_update_types()
         )
@@ -86,6 +100,19 @@ class Relaygram:
             await self.http.aclose()
         for redis in self._owned_redis:
             await redis.aclose()
+
+
+# What receiving an update and streaming an answer call (`bot.lean_aiogram.build_validators`).
+_CALLS_OF_EVERY_ANSWER: tuple[type[TelegramMethod[Any]], ...] = (
+    GetUpdates,
+    SendMessage,
+    SendMessageDraft,
+    EditMessageText,
+    EditMessageReplyMarkup,
+    DeleteMessage,
+    SendChatAction,
+    AnswerCallbackQuery,
+)
 
 
 def replica_name(settings: Settings) -> str:

@@ -17,6 +17,7 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+import bot  # noqa: F401  (first: aiogram is imported the bot's way, see bot/lean_aiogram.py)
 from storage import KeySpace, Storage, redact_url
 
 DEFAULT_REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
