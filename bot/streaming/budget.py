@@ -1,21 +1,22 @@
 """The bot-wide Telegram budget: at most N calls in any rolling second, across processes.
 
 Telegram lets a bot make about 30 calls per second and, like the fake Bot API, counts them in
-a rolling window, bursts included. The bot nevertheless spends its budget evenly: a burst
-reaches Telegram spread out by network delays, and part of it is counted with the next
-second's calls (measured in BENCHMARKS.md: bursts of 27 got 22 429s at 100 answers).
+a rolling window, bursts included. A call is counted when it reaches Telegram, which is some
+moment between our writing it and its answer coming back; a burst reaches Telegram spread out
+by network and server delays. So every call here counts from when its answer came back: from
+then on it is surely in Telegram's window, and a whole window's calls may go at once (the
+first texts of many new answers) without the next window's meeting the tail of this one.
+(Counted from when they went out, bursts of 27 got 22 429s at 100 answers: BENCHMARKS.md.)
 
-Three layers; the last two are rolling windows of `BotWindow.seconds`:
-- `Steady`, in this process: calls evenly spaced, never a second's worth at once.
-- `SentLog`, in this process: the times its calls actually went out, recorded when the caller
-  resumes right before it writes the request, not when the call was granted. A loop that lags
-  after a grant therefore cannot bunch two windows' worth of calls into one second.
+Two layers, both rolling windows of `BotWindow.seconds`:
+- `SentLog`, in this process: a granted call fills the window until its answer, and counts
+  from the answer on.
 - `SharedBudget`, across processes: the same window in Redis (`BotBudgetStore.take`), so
   several processes of one bot stay inside it together. If Redis fails, the process goes on
   with its own log alone and says so once.
 
 The window holds 10 % fewer calls than Telegram allows and is a little longer than a second
-(`BotWindow`): Telegram counts our calls when they reach it, and a burst reaches it spread out.
+(`BotWindow`): Telegram's exact accounting is not published, and clocks differ.
 """
 
 from __future__ import annotations
@@ -57,76 +58,37 @@ class BotWindow:
         return cls(calls=calls, seconds=max(1.0, calls / usable) + cls.MARGIN)
 
 
-class Steady:
-    """This process's calls spread evenly over the window, at most `BURST` back to back.
-
-    The window alone would let a whole second's calls go at once, and then again one window
-    later. Measured, that trips Telegram's limit: a burst reaches the Bot API spread out by
-    network and server delays (up to 0.2 s in the benchmark), so part of one second's burst
-    is counted together with the next. Evenly spaced calls shift by a call or two, which the
-    headroom absorbs. `BURST` lets a dispatcher that woke late catch up the calls of the last
-    `BURST - 1` spacings (~0.11 s at 27/s), not more: with 1,000 answers streaming the event
-    loop runs ~0.1 s late, and catching up only one call held the bot to about half its
-    budget (measured: 1,000 answers, ratio 1.37 -> 1.25, still 0 429s; BENCHMARKS.md).
-    (A virtual-scheduling rate limiter, GCRA.)
-    """
-
-    BURST = 4
-
-    __slots__ = ("_due", "_spacing", "_tolerance")
-
-    def __init__(self, window: BotWindow) -> None:
-        self._spacing = window.seconds / window.calls
-        self._tolerance = (self.BURST - 1) * self._spacing
-        self._due = -math.inf  # when the next call would be exactly on schedule
-
-    def allowance(self, now: float) -> int:
-        """How many calls may go now."""
-        slack = now + self._tolerance - max(self._due, now)
-        return max(0, math.floor(slack / self._spacing + 1e-9) + 1)
-
-    def next_at(self) -> float:
-        return self._due - self._tolerance
-
-    def spend(self, calls: int, now: float) -> None:
-        self._due = max(self._due, now) + calls * self._spacing
-
-    def hold(self, until: float) -> None:
-        """Nothing may go before `until` for another reason (the window is full, a 429): the
-        calls not made meanwhile are not owed, so no burst follows. Only a wake-up later than
-        `until` catches up calls."""
-        self._due = max(self._due, until + self._tolerance)
-
-
 class SentLog:
-    """This process's calls of the last window, by the time they went out."""
+    """This process's calls of the last window, by the time their answers came back."""
 
     __slots__ = ("_pending", "_times", "window")
 
     def __init__(self, window: BotWindow) -> None:
         self.window = window
         self._times: deque[float] = deque()
-        self._pending = 0  # granted but not yet gone out: they will count from when they do
+        self._pending = 0  # granted, not yet answered: they will count from when they are
 
     def room(self, now: float) -> int:
         self._forget(now)
         return max(0, self.window.calls - len(self._times) - self._pending)
 
     def free_at(self, now: float) -> float:
-        """When the next call may go: now if there is room, else when the oldest ages out."""
+        """When the next call may go: now if there is room, else when the oldest ages out
+        (an unanswered call, a window from now at the earliest)."""
         self._forget(now)
         excess = len(self._times) + self._pending - self.window.calls
         if excess < 0:
             return now
         if excess < len(self._times):
             return self._times[excess] + self.window.seconds
-        # Only calls still pending fill the window; they go out now at the earliest.
+        # Only unanswered calls fill the window; they are answered now at the earliest.
         return now + self.window.seconds
 
     def granted(self, calls: int) -> None:
         self._pending += calls
 
-    def sent(self, at: float) -> None:
+    def answered(self, at: float) -> None:
+        """A granted call's answer came back at `at`; it counts from then on."""
         self._pending = max(0, self._pending - 1)
         self._times.append(at)
 
@@ -144,8 +106,8 @@ class BotWideBudget(Protocol):
         process's monotonic clock) to ask again."""
         ...
 
-    def sent(self, at: float) -> None:
-        """One call taken earlier went out at `at` (this process's monotonic clock)."""
+    def answered(self, at: float) -> None:
+        """One call taken earlier was answered at `at` (this process's monotonic clock)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -154,13 +116,15 @@ class BotWideBudget(Protocol):
 class SharedBudget:
     """`BotWideBudget` through Redis: one atomic script call takes several calls at once.
 
-    A call counts in Redis from when it was taken. When it goes out noticeably later (the event
-    loop was busy), it is postponed in Redis to when it went out, in the background: otherwise
-    another process could take the same window's calls again while ours are still going out.
+    A call counts in Redis from when it was taken. When its answer comes back noticeably later
+    (a slow Bot API, a busy event loop), it is postponed in Redis to the answer, in the
+    background: otherwise another process could take the same window's calls again while
+    Telegram may still be counting ours.
     """
 
-    # Evenly spaced calls shifted by less than this cost a call or two of the headroom;
-    # postponing them all would double the Redis traffic of a busy bot.
+    # Calls answered within this of being taken shift by less than the window's margin and
+    # cost a call or two of the headroom at most; postponing them all would double the Redis
+    # traffic of a busy bot.
     LATE = 0.05
 
     def __init__(self, store: BotBudgetStore, bot_id: int, clock: Clock) -> None:
@@ -187,14 +151,14 @@ class SharedBudget:
         if self._failing:
             logger.info("shared Telegram budget available again")
             self._failing = False
-        # Which of our taken calls went out is irrelevant (they are alike), so a FIFO will do;
+        # Which of our taken calls was answered is irrelevant (they are alike), so a FIFO will do;
         # one taken for a waiter that left is postponed at most once more, then ages out.
         self._taken.extend((call, now) for call in calls)
         while len(self._taken) > 4 * window.calls:
             self._taken.popleft()
         return len(calls), now + (free_at - wall)
 
-    def sent(self, at: float) -> None:
+    def answered(self, at: float) -> None:
         if not self._taken:
             return
         call, taken_at = self._taken.popleft()

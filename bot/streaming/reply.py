@@ -295,11 +295,10 @@ class ReplyStream:
                     if self._next_step(self._desired()) is None:
                         await self._clock.wait(self._wake, self._idle_timeout())
                     continue
-                await self._sender.flood.turn(self._target.chat_id, self._priority)
-                try:
-                    await self._apply_next()  # recomputed after the wait: the newest text
-                except FloodWait:
-                    continue  # the scheduler holds this chat back; then send what is newest
+                # After a FloodWait the scheduler holds this chat back; then the newest text goes.
+                with contextlib.suppress(FloodWait):
+                    async with self._sender.flood.call(self._target.chat_id, self._priority):
+                        await self._apply_next()  # recomputed after the wait: the newest text
         except DeliveryFailed as exc:
             logger.warning("giving up on an answer in chat %s: %s", self._target.chat_id, exc)
             self.failure = exc
@@ -380,10 +379,10 @@ class ReplyStream:
             # The message may be gone (deleted by the user) or no longer editable: show the
             # page as a new message. If Telegram refuses that too, the formatting is to blame.
             try:
-                await self._sender.flood.turn(chat_id, Priority.URGENT)
-                message_id = await self._sender.perform_send(
-                    Target(chat_id, self._target.thread_id), page.content, page.markup
-                )
+                async with self._sender.flood.call(chat_id, Priority.URGENT):
+                    message_id = await self._sender.perform_send(
+                        Target(chat_id, self._target.thread_id), page.content, page.markup
+                    )
             except (TelegramBadRequest, TelegramNotFound) as exc:
                 error = exc
             else:

@@ -11,8 +11,9 @@ When the bot-wide budget is the bottleneck (hundreds of answers at once), the or
 turns (intermediate states of long answers), which go before `BACKGROUND` ones (typing).
 Within a class the turn waiting longest goes first. A waiting stream never queues twice: it
 holds one turn and sends its newest state when granted, so intermediate updates coalesce.
-The bot-wide budget is spent evenly (one call per 1/27 s at 30/s, `budget.Steady`), and in
-a round that finds the dispatcher late, a couple of turns are granted with one Redis call.
+Whatever the bot-wide window has room for goes at once, with one Redis call: the first texts
+of many new answers appear together, as Telegram allows. Each call counts from when its
+answer came back (`call()`; `budget` explains why that makes bursts safe).
 
 After a 429 nothing is sent to that chat — or, when many chats are hit at once, to any chat —
 until `retry_after` has passed: Telegram lengthens the penalty of a bot that keeps calling.
@@ -27,11 +28,11 @@ import itertools
 import logging
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from bot.streaming.budget import BotWideBudget, BotWindow, SentLog, Steady
+from bot.streaming.budget import BotWideBudget, BotWindow, SentLog
 from bot.streaming.clock import Clock
 from bot.streaming.paces import GROUP_CHAT, PRIVATE_CHAT, ChatPace, PaceRule
 
@@ -104,7 +105,6 @@ class FloodScheduler:
         self.limits = limits or FloodLimits()
         self._window = BotWindow.per_second(self.limits.bot_per_second)
         self._sent = SentLog(self._window)
-        self._steady = Steady(self._window)
         self._shared = shared
         self._chats: dict[int, _Chat] = {}
         self._waiting: set[int] = set()  # chats with at least one turn queued
@@ -117,14 +117,35 @@ class FloodScheduler:
 
     # --- what senders call ------------------------------------------------------------------------
 
-    async def turn(
+    @contextlib.asynccontextmanager
+    async def call(
         self, chat_id: int, priority: Priority | Callable[[], Priority] = Priority.URGENT
-    ) -> None:
-        """Wait until a call to this chat is allowed; the budget is spent when this returns.
+    ) -> AsyncIterator[None]:
+        """Wait until a call to this chat is allowed, then make it inside the block::
+
+            async with flood.call(chat_id, Priority.UPDATE):
+                await bot.edit_message_text(...)
+
+        The call counts against the bot-wide budget from when the block ends: Telegram counted
+        it at some moment before its answer came back, so from then it is surely in the window.
 
         `priority` may be a callable, read each time the scheduler chooses: a stream waiting
         with an intermediate update becomes URGENT when its final state arrives.
         """
+        await self._wait_turn(chat_id, priority)
+        try:
+            yield
+        finally:
+            self._answered()
+
+    async def turn(
+        self, chat_id: int, priority: Priority | Callable[[], Priority] = Priority.URGENT
+    ) -> None:
+        """`call()` for a call made and answered the moment the turn comes."""
+        async with self.call(chat_id, priority):
+            pass
+
+    async def _wait_turn(self, chat_id: int, priority: Priority | Callable[[], Priority]) -> None:
         chat = self._chat(chat_id)
         rank = priority if callable(priority) else _constant(priority)
         turn = _Turn(
@@ -146,16 +167,14 @@ class FloodScheduler:
                 if not chat.waiters:
                     self._waiting.discard(chat_id)
             elif turn.granted.done() and not turn.granted.cancelled():
-                self._went_out()  # granted, then cancelled: count it anyway
+                self._answered()  # granted, then cancelled: count it anyway
             raise
-        self._went_out()
 
-    def _went_out(self) -> None:
-        """The caller writes its request right after its turn: the call counts from now."""
+    def _answered(self) -> None:
         now = self._clock.now()
-        self._sent.sent(now)
+        self._sent.answered(now)
         if self._shared is not None:
-            self._shared.sent(now)
+            self._shared.answered(now)
 
     def penalize(self, chat_id: int, retry_after: float) -> None:
         """Telegram said 429 for this chat: send it nothing for `retry_after` seconds."""
@@ -213,14 +232,11 @@ class FloodScheduler:
             # The bot-wide budget first: it needs no look at the chats, and while it is spent
             # nothing can go anyway.
             now = self._clock.now()
-            free_at = max(self._sent.free_at(now), self._steady.next_at(), self._bot_blocked_until)
+            free_at = max(self._sent.free_at(now), self._bot_blocked_until)
             if free_at > now:
-                if free_at > self._steady.next_at():
-                    self._steady.hold(free_at)  # the window, or a 429: no catch-up after it
                 await self._clock.sleep(free_at - now)
                 continue
-            limit = min(self._sent.room(now), self._steady.allowance(now))
-            ready, next_ready = self._ready(now, enough=limit)
+            ready, next_ready = self._ready(now, enough=self._sent.room(now))
             if not ready:
                 await self._idle(next_ready)
                 continue
@@ -238,7 +254,6 @@ class FloodScheduler:
             now = self._clock.now()
             ready, _ = self._ready(now)
             chosen = heapq.nsmallest(taken, ready)
-            self._steady.spend(len(chosen), now)
             for *_, turn in chosen:
                 self._grant(turn, now)
 

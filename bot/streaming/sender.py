@@ -98,13 +98,13 @@ class ChatSender:
         await self._paced(chat_id, call)
 
     async def typing(self, target: Target) -> None:
-        await self.flood.turn(target.chat_id, Priority.BACKGROUND)
-        await self._once(
-            target.chat_id,
-            lambda: self.bot.send_chat_action(
-                chat_id=target.chat_id, action="typing", message_thread_id=target.thread_id
-            ),
-        )
+        async with self.flood.call(target.chat_id, Priority.BACKGROUND):
+            await self._once(
+                target.chat_id,
+                lambda: self.bot.send_chat_action(
+                    chat_id=target.chat_id, action="typing", message_thread_id=target.thread_id
+                ),
+            )
 
     # --- unpaced: the caller has spent the budget ----------------------------------------------
 
@@ -176,11 +176,11 @@ class ChatSender:
 
     async def _paced(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
         while True:
-            await self.flood.turn(chat_id, Priority.URGENT)
-            try:
-                return await self._once(chat_id, call)
-            except FloodWait:
-                continue  # the scheduler now holds this chat back for retry_after
+            async with self.flood.call(chat_id, Priority.URGENT):
+                try:
+                    return await self._once(chat_id, call)
+                except FloodWait:
+                    pass  # the scheduler now holds this chat back for retry_after
 
     async def _once(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
         """One logical call: 429 becomes FloodWait, transient network errors are retried."""

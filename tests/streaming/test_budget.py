@@ -1,5 +1,5 @@
-"""The bot-wide budget (`bot/streaming/budget.py`): whole calls per rolling window, counted when
-they go out, and shared through Redis with a local fallback."""
+"""The bot-wide budget (`bot/streaming/budget.py`): whole calls per rolling window, counted from
+their answers, and shared through Redis with a local fallback."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import fakeredis
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bot.streaming.budget import BotWindow, SentLog, SharedBudget, Steady
+from bot.streaming.budget import BotWindow, SentLog, SharedBudget
+from bot.streaming.clock import MonotonicClock
 from bot.streaming.scheduler import FloodLimits, FloodScheduler
 from storage import Storage
 from tests.streaming.test_flood import FakeClock, most_in_any_window
@@ -31,46 +32,44 @@ def test_whole_calls_per_second_with_a_margin_for_jitter() -> None:
     assert shape(0.5) == (1, round(1 / 0.45 + 0.02, 9))
 
 
-def test_sent_log_counts_a_call_from_when_it_went_out_not_when_it_was_granted() -> None:
+def test_sent_log_counts_a_call_from_when_it_was_answered_not_when_it_was_granted() -> None:
     log = SentLog(BotWindow(calls=2, seconds=1.0))
-    log.granted(2)  # at t=10, but the event loop was busy...
+    log.granted(2)  # at t=10; Telegram counts them when they reach it, some time later...
 
     assert log.room(10.0) == 0
-    assert log.free_at(10.0) == pytest.approx(11.0), "pending calls go out now at the earliest"
+    assert log.free_at(10.0) == pytest.approx(11.0), "unanswered calls count from now at least"
 
-    log.sent(10.4)  # ...and they went out 0.4 s later
-    log.sent(10.5)
+    log.answered(10.4)  # ...surely before their answers came back
+    log.answered(10.5)
 
     assert log.free_at(10.9) == pytest.approx(11.4)
     assert log.room(11.4) == 1
     assert log.room(11.5) == 2
 
 
-def test_steady_spreads_calls_evenly_and_catches_up_a_few_calls_after_a_pause() -> None:
-    steady = Steady(BotWindow(calls=10, seconds=1.0))  # one call per 0.1 s
-    burst = Steady.BURST
-    assert 1 < burst <= 4, "a few calls back to back, never a second's worth"
+async def test_a_slowly_answered_burst_holds_the_next_back_a_window_after_the_answers() -> None:
+    """A burst reaches Telegram spread out, and Telegram counts each call when it arrives: at
+    the latest when its answer comes back. Counting from there, the next burst can never
+    meet the tail of the previous one in Telegram's window. (Real time: the bound below is
+    a lower one, which a slow machine only makes later.)"""
+    clock = MonotonicClock()
+    flood = FloodScheduler(clock, FloodLimits(bot_per_second=30.0))  # 27 per 1.02 s
+    granted: list[float] = []
+    start = clock.now()
 
-    assert steady.allowance(0.0) == burst
-    steady.spend(burst, 0.0)
-    assert steady.allowance(0.05) == 0
-    assert steady.next_at() == pytest.approx(0.1)
-    # On schedule, one call per spacing: a dispatcher on time never sends two at once.
-    for step in range(1, 6):
-        at = 0.1 * step
-        assert steady.allowance(at) == 1
-        steady.spend(1, at)
-        assert steady.allowance(at + 0.05) == 0
+    async def slow_call(chat_id: int) -> None:
+        async with flood.call(chat_id):
+            granted.append(clock.now() - start)
+            await asyncio.sleep(0.3)  # the answer takes 0.3 s
 
-    # A dispatcher that woke 5 s late may send BURST calls, not the 49 it "missed".
-    assert steady.allowance(5.0) == burst
+    try:
+        await asyncio.gather(*(slow_call(chat_id) for chat_id in range(1, 29)))
+    finally:
+        await flood.aclose()
 
-    # Held back on purpose (the window was full) until 7.0: no calls are owed at 7.0, and
-    # only a wake-up later than that catches up.
-    steady.hold(7.0)
-    assert steady.allowance(6.9) == 0
-    assert steady.allowance(7.0) == 1
-    assert steady.allowance(7.0 + 0.1 * burst) == burst
+    granted.sort()
+    assert granted[26] < 0.3, "the first 27 go at once"
+    assert granted[27] >= 0.3 + 1.02, "the 28th a window after the first answers, not sooner"
 
 
 class BrokenStore:
@@ -151,15 +150,15 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_a_call_that_goes_out_late_is_postponed_in_redis() -> None:
+async def test_a_call_answered_late_is_postponed_in_redis() -> None:
     store, clock = RecordingStore(), FakeClock()
     shared = SharedBudget(store, BOT_ID, clock)
     window = BotWindow(calls=27, seconds=1.02)
     try:
         assert await shared.take(2, window) == (2, clock.now())
-        shared.sent(clock.now() + 0.01)  # in time: counted where it was taken
+        shared.answered(clock.now() + 0.01)  # at once: counted where it was taken
         clock.advance(0.2)
-        shared.sent(clock.now())  # 0.2 s after it was taken
+        shared.answered(clock.now())  # 0.2 s after it was taken
         await settle()
         assert [len(calls) for calls, _ in store.postponed] == [1]
         assert store.postponed[0][1] == clock.wall()
