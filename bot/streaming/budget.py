@@ -122,10 +122,11 @@ class SharedBudget:
     Telegram may still be counting ours.
     """
 
-    # Calls answered within this of being taken shift by less than the window's margin and
-    # cost a call or two of the headroom at most; postponing them all would double the Redis
-    # traffic of a busy bot.
-    LATE = 0.05
+    # A call answered within this of being taken counts in Redis a little early, by less than
+    # the window is longer than Telegram's second (`BotWindow.MARGIN`), so that difference
+    # absorbs it; every other call is postponed to its answer. Not more: a whole window's
+    # calls answered 50 ms late would let another process's next burst meet them.
+    LATE = BotWindow.MARGIN
 
     def __init__(self, store: BotBudgetStore, bot_id: int, clock: Clock) -> None:
         self._store = store
