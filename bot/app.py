@@ -15,8 +15,7 @@ import os
 import signal
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import httpx
 from aiogram import Bot, Dispatcher
@@ -34,7 +33,6 @@ from aiogram.methods import (
     SendChatAction,
     SendMessage,
     SendMessageDraft,
-    TelegramMethod,
 )
 from aiogram.types import (
     BotCommand,
@@ -42,9 +40,14 @@ from aiogram.types import (
     BotCommandScopeAllPrivateChats,
     BotCommandScopeChat,
     ErrorEvent,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    MessageEntity,
+    ReplyParameters,
 )
 from aiogram.utils.i18n import I18n
 from babel.support import LazyProxy
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from bot import texts
@@ -82,6 +85,8 @@ class Relaygram:
     http: httpx.AsyncClient
     _owns_http: bool
     _owned_redis: list[Redis]  # clients the app opened (and closes)
+    # Built before polling starts, kept for as long as the bot runs (`build_validators`).
+    _api_models: list[type[BaseModel]] = field(default_factory=list)
 
     async def run_polling(self) -> None:
         # SIGHUP reloads the agents file, as /reload does; a broken file is logged and ignored.
@@ -89,7 +94,7 @@ class Relaygram:
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP, self.operator_service.reload
             )
-        build_validators(_CALLS_OF_EVERY_ANSWER)
+        self._api_models = build_validators(_MODELS_OF_EVERY_ANSWER)
         # What start-up made (modules, models, validators: ~130k objects) lives as long as
         # the process; unfrozen, each full collection walks all of it again, ~80 ms in which
         # no answer moves (measured). Start-up's garbage is collected first, not kept.
@@ -108,8 +113,9 @@ class Relaygram:
             await redis.aclose()
 
 
-# What receiving an update and streaming an answer call (`bot.lean_aiogram.build_validators`).
-_CALLS_OF_EVERY_ANSWER: tuple[type[TelegramMethod[Any]], ...] = (
+# What receiving an update and streaming an answer call and build: made ready before polling
+# starts (`bot.lean_aiogram.build_validators`).
+_MODELS_OF_EVERY_ANSWER: tuple[type[BaseModel], ...] = (
     GetUpdates,
     SendMessage,
     SendMessageDraft,
@@ -118,6 +124,10 @@ _CALLS_OF_EVERY_ANSWER: tuple[type[TelegramMethod[Any]], ...] = (
     DeleteMessage,
     SendChatAction,
     AnswerCallbackQuery,
+    InlineKeyboardMarkup,
+    InlineKeyboardButton,
+    ReplyParameters,
+    MessageEntity,
 )
 
 
