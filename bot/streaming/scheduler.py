@@ -29,6 +29,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -79,6 +80,15 @@ class _Turn:
     since: float
     order: int
     granted: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _OpenCall:
+    answered: bool = False
+
+
+# The `FloodScheduler.call()` block the current task is in, if any.
+_OPEN_CALL: ContextVar[_OpenCall | None] = ContextVar("relaygram_open_call", default=None)
 
 
 # A ready turn as the dispatcher ranks it: (priority, since, order, turn); `order` is unique,
@@ -132,11 +142,23 @@ class FloodScheduler:
         `priority` may be a callable, read each time the scheduler chooses: a stream waiting
         with an intermediate update becomes URGENT when its final state arrives.
         """
+        outer = _OPEN_CALL.get()
+        if outer is not None and not outer.answered:
+            # A call made inside another's block (a failed edit resent as a new message):
+            # the outer one was answered by now. Left open, its slot would wait on this
+            # turn, and a window full of such calls would never free.
+            outer.answered = True
+            self._answered()
         await self._wait_turn(chat_id, priority)
+        mine = _OpenCall()
+        token = _OPEN_CALL.set(mine)
         try:
             yield
         finally:
-            self._answered()
+            _OPEN_CALL.reset(token)
+            if not mine.answered:
+                mine.answered = True
+                self._answered()
 
     async def turn(
         self, chat_id: int, priority: Priority | Callable[[], Priority] = Priority.URGENT

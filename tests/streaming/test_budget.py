@@ -164,3 +164,26 @@ async def test_a_call_answered_late_is_postponed_in_redis() -> None:
         assert store.postponed[0][1] == clock.wall()
     finally:
         await shared.aclose()
+
+
+async def test_a_call_made_inside_another_calls_block_does_not_wait_on_it_forever() -> None:
+    """A failed edit is resent as a new message inside the edit's block. With room for one
+    call, the resend must not wait for a slot its own unanswered edit holds."""
+    clock = FakeClock()
+    flood = FloodScheduler(clock, FloodLimits(bot_per_second=1.2))  # one call per 1.02 s
+    assert BotWindow.per_second(1.2).calls == 1
+    start = clock.now()
+    granted: list[float] = []
+
+    async def edit_then_resend() -> None:
+        async with flood.call(1001):
+            granted.append(clock.now() - start)
+            async with flood.call(1002):  # the edit failed: send the page anew
+                granted.append(clock.now() - start)
+
+    try:
+        await asyncio.wait_for(edit_then_resend(), timeout=5.0)
+    finally:
+        await flood.aclose()
+
+    assert granted == [0.0, pytest.approx(1.02)]
