@@ -42,9 +42,10 @@ class BotWindow:
     calls: int
     seconds: float
 
-    # Telegram sees our calls with network jitter, and a burst arrives spread out: what went
-    # out in one second may be counted partly in the next. Keeping 10 % of the calls free
-    # absorbs a few such calls at any scale; the margin, the difference in clocks.
+    # Counting calls from their answers covers the spread of a burst on the way to Telegram
+    # (see above). The 10 % headroom is for what is not published: how exactly Telegram counts
+    # (its window, the calls it counts). The margin covers the difference in clocks and the
+    # calls counted in Redis from when they were taken (`SharedBudget.LATE`).
     HEADROOM = 0.9
     MARGIN = 0.02
 
