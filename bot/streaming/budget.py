@@ -134,7 +134,7 @@ class SharedBudget:
         self._bot_id = bot_id
         self._clock = clock
         self._failing = False
-        # (call, when it was taken): taken and not yet gone out, oldest first.
+        # (call, when it was taken): taken and not yet answered, oldest first.
         self._taken: deque[tuple[str, float]] = deque()
         self._late: list[str] = []
         self._postponing: asyncio.Task[None] | None = None
