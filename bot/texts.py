@@ -123,6 +123,8 @@ NO_BRANCHING = __(
 )
 EMPTY_ANSWER = __("{agent} sent an empty answer.")
 INTERNAL_ERROR = __("⚠️ Something went wrong on my side. Please try again.")
+# Translators: a message was still waiting for its turn when the bot was stopped or restarted.
+SHUTTING_DOWN = __("⚠️ I am restarting and could not answer this. Please send it again.")
 
 FEEDBACK_THANKS: dict[str, LazyProxy] = {
     "like": __("Thanks for the 👍!"),

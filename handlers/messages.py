@@ -49,7 +49,7 @@ async def text_message(
             target_of(message), texts.RATE_LIMITED.format(seconds=decision.wait_seconds)
         )
         return
-    await chat_service.ask(
+    chat_service.submit(
         Incoming(
             scope=scope_of(message, bot.id),
             user_id=message.from_user.id,

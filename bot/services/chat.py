@@ -1,9 +1,14 @@
 """ChatService: one user message -> one answer (order, state, stream, stop, finish).
 
-Handlers call `ask`, `stop`, `reset`; they never see partial text. This service decides which
-agent answers, keeps the conversation ref in storage, feeds the agent's events to a
-`ReplyStream`, and composes the final state (footer, buttons). Whatever goes wrong, the user
-gets a final message: partial text is kept and marked, errors become a short, specific text.
+Handlers call `submit`, `stop`, `reset`; they never see partial text. An answer runs in a task
+of this service, not in the handler: the handler returns at once, so aiogram lets go of the
+update and its middleware chain (about 30 KB per message) while the answer streams for a
+minute. The service owns those tasks: `shutdown` ends them, `wait_idle` waits for them.
+
+It decides which agent answers, keeps the conversation ref in storage, feeds the agent's
+events to a `ReplyStream`, and composes the final state (footer, buttons). Whatever goes
+wrong, the user gets a final message: partial text is kept and marked, errors become a short,
+specific text.
 """
 
 from __future__ import annotations
@@ -128,6 +133,8 @@ class ChatService:
         self._drafts = DraftSupport(enabled=mode != "edit", insist=mode == "draft")
         self._lanes = Lanes()
         self._runs: dict[str, _Run] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # answers running or queued in a lane
+        self._closing = False
 
     # --- what handlers call --------------------------------------------------------------------
 
@@ -139,10 +146,31 @@ class ChatService:
         """Whether an answer is running or queued in this chat (in this process)."""
         return self._lanes.busy(scope.key)
 
+    def submit(self, incoming: Incoming) -> None:
+        """Answer one message in the background; messages of one chat are answered one after
+        another, in the order submitted (a task joins its chat's lane in its first step, and
+        tasks take their first step in the order they were created)."""
+        task = asyncio.create_task(self._answer_safely(incoming), name=f"answer:{incoming.scope}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def ask(self, incoming: Incoming) -> None:
-        """Answer one message; messages of one chat are answered one after another, in order."""
+        """Answer one message and return when its final state is shown."""
         async with self._lanes.hold(incoming.scope.key):
+            if self._closing:  # it waited in the lane while the bot began to shut down
+                await self._sender.notice(_target(incoming), plain(str(texts.SHUTTING_DOWN)))
+                return
             await self._answer(incoming)
+
+    @property
+    def idle(self) -> bool:
+        """Whether no submitted answer is running or waiting for its turn."""
+        return not self._tasks
+
+    async def wait_idle(self) -> None:
+        """Return once every submitted answer has finished."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
 
     async def stop(
         self,
@@ -220,15 +248,35 @@ class ChatService:
             Target(scope.chat_id, scope.thread_id),
             texts.SUGGESTION_ASKED.format(question=question),
         )
-        await self.ask(Incoming(scope, user_id, question, private, notice_id))
+        self.submit(Incoming(scope, user_id, question, private, notice_id))
 
     async def shutdown(self) -> None:
-        """Stop every running answer so each gets its final state before the process exits."""
+        """Stop every running answer so each gets its final state before the process exits;
+        a message still waiting for its turn is answered with a "send it again" notice."""
+        self._closing = True
         for run in list(self._runs.values()):
             run.stop_requested.set()
         deadline = self._clock.now() + self.SHUTDOWN_GRACE
-        while self._runs and self._clock.now() < deadline:
+        while self._tasks and self._clock.now() < deadline:
             await self._clock.sleep(0.05)
+        left = list(self._tasks)
+        for task in left:
+            task.cancel()
+        if left:
+            logger.warning("%d answers did not finish within the shutdown grace", len(left))
+            await asyncio.gather(*left, return_exceptions=True)
+
+    async def _answer_safely(self, incoming: Incoming) -> None:
+        """The safety net of a background answer, as `dispatcher.errors` is for handlers: a
+        failure before the answer's reply exists (storage down) is logged and the user told."""
+        try:
+            await self.ask(incoming)
+        except Exception:
+            logger.exception("could not answer in chat %s", incoming.scope.chat_id)
+            try:
+                await self._sender.say(_target(incoming), str(texts.INTERNAL_ERROR))
+            except Exception:  # the net must not throw
+                logger.exception("could not tell the user about the error")
 
     # --- one answer ----------------------------------------------------------------------------
 
@@ -247,9 +295,7 @@ class ChatService:
         scope = incoming.scope
         agent = await self._agent_for(scope)
         client = self._agents.get(agent)
-        target = Target(
-            scope.chat_id, scope.thread_id, None if incoming.private else incoming.message_id
-        )
+        target = _target(incoming)
         if client is None:  # the agents file no longer has this chat's agent
             await self._sender.notice(target, plain(str(texts.INTERNAL_ERROR)))
             return
@@ -506,6 +552,12 @@ class ChatService:
                 created_at=time.time(),
             ),
         )
+
+
+def _target(incoming: Incoming) -> Target:
+    """Where the answer to `incoming` goes: in a group, as a reply to the question."""
+    scope = incoming.scope
+    return Target(scope.chat_id, scope.thread_id, None if incoming.private else incoming.message_id)
 
 
 def _note(text: str) -> RenderedText:

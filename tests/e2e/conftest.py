@@ -123,14 +123,20 @@ class Harness:
         chat = chat_id if chat_id is not None else self.user_id
         return self.telegram.push_update(self.telegram.user_text(chat, text, **kwargs))
 
-    def deliver(self, update: dict[str, Any]) -> asyncio.Task[Any]:
-        """Hand an update straight to this app's Dispatcher (as a webhook replica gets it)."""
+    def deliver(self, update: dict[str, Any]) -> asyncio.Task[None]:
+        """Hand an update straight to this app's Dispatcher (as a webhook replica gets it); the
+        task ends when the update is handled and every answer of this app has finished."""
         app = self.app
         assert app is not None
         bot = app.bot
-        return asyncio.create_task(
-            app.dispatcher.feed_update(bot, Update.model_validate(update, context={"bot": bot}))
-        )
+
+        async def handle() -> None:
+            await app.dispatcher.feed_update(
+                bot, Update.model_validate(update, context={"bot": bot})
+            )
+            await app.chat_service.wait_idle()
+
+        return asyncio.create_task(handle())
 
     def press(self, message_id: int, data: str, *, chat_id: int | None = None) -> str:
         chat = chat_id if chat_id is not None else self.user_id
@@ -151,7 +157,7 @@ class Harness:
         tasks = app.dispatcher._handle_update_tasks  # aiogram keeps its handler tasks here
 
         def settled() -> bool:
-            return not self.telegram.pending_updates and not tasks
+            return not self.telegram.pending_updates and not tasks and app.chat_service.idle
 
         await self.until(settled, within)
 

@@ -99,6 +99,7 @@ async def test_without_redis_url_the_bot_runs_on_an_embedded_store_and_says_so(
             await app.dispatcher.feed_update(
                 app.bot, Update.model_validate(update, context={"bot": app.bot})
             )
+            await app.chat_service.wait_idle()
             assert telegram.visible_texts(1001) == ["Echo: hello"]
             assert await app.storage.conversations.get(ChatScope(BOT_ID, 1001), "support")
         finally:
