@@ -15,8 +15,11 @@ Two layers, both rolling windows of `BotWindow.seconds`:
   several processes of one bot stay inside it together. If Redis fails, the process goes on
   with its own log alone and says so once.
 
-The window holds 10 % fewer calls than Telegram allows and is a little longer than a second
-(`BotWindow`): Telegram's exact accounting is not published, and clocks differ.
+The window holds the calls `BOT_REQUESTS_PER_SECOND` allows (Telegram's 30 by default) and is
+a little longer than a second (`BotWindow`), because clocks differ. It used to hold 10 % fewer,
+for what Telegram does not publish about its counting; counted from answers, every call
+already stays in our window a round trip longer than in Telegram's, and the headroom only cost
+users time (BENCHMARKS.md). An operator who wants headroom sets a lower rate.
 """
 
 from __future__ import annotations
@@ -43,20 +46,16 @@ class BotWindow:
     seconds: float
 
     # Counting calls from their answers covers the spread of a burst on the way to Telegram
-    # (see above). The 10 % headroom is for what is not published: how exactly Telegram counts
-    # (its window, the calls it counts). The margin covers the difference in clocks and the
-    # calls counted in Redis from when they were taken (`SharedBudget.LATE`).
-    HEADROOM = 0.9
+    # (see above). The margin covers the difference in clocks and the calls counted in Redis
+    # from when they were taken (`SharedBudget.LATE`).
     MARGIN = 0.02
 
     @classmethod
     def per_second(cls, rate: float) -> BotWindow:
-        """`rate` calls per second, less the headroom, as whole calls in a window of at least
-        a second (Telegram counts per second): 30 -> 27 per 1.02 s, 2.5 -> 2 per 1.02 s,
-        0.5 -> 1 per ~2.24 s."""
-        usable = rate * cls.HEADROOM
-        calls = max(1, math.floor(usable))
-        return cls(calls=calls, seconds=max(1.0, calls / usable) + cls.MARGIN)
+        """`rate` calls per second as whole calls in a window of at least a second (Telegram
+        counts per second): 30 -> 30 per 1.02 s, 2.5 -> 2 per 1.02 s, 0.5 -> 1 per 2.02 s."""
+        calls = max(1, math.floor(rate))
+        return cls(calls=calls, seconds=max(1.0, calls / rate) + cls.MARGIN)
 
 
 class SentLog:
