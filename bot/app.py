@@ -63,6 +63,7 @@ from bot.services.operators import AgentsLoader, OperatorService
 from bot.services.routing import AgentRouting
 from bot.streaming.budget import SharedBudget
 from bot.streaming.clock import Clock, MonotonicClock
+from bot.streaming.meter import BotWideMeter
 from bot.streaming.scheduler import FloodLimits, FloodScheduler
 from bot.streaming.sender import ChatSender, DeliveryFailed, Target
 from handlers import get_routers
@@ -185,7 +186,9 @@ async def create_app(
     clock = clock or MonotonicClock()
     limits = flood_limits or FloodLimits(bot_per_second=settings.bot_requests_per_second)
     shared_budget = SharedBudget(storage.bot_budget, bot.id, clock)
-    sender = ChatSender(bot, FloodScheduler(clock, limits, shared_budget), clock)
+    flood = FloodScheduler(clock, limits, shared_budget)
+    bot.session.middleware(BotWideMeter(flood))
+    sender = ChatSender(bot, flood, clock)
     routing = AgentRouting(agents, storage.chat_prefs)
     chat_service = ChatService(
         agents=agents,

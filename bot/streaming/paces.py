@@ -135,6 +135,30 @@ class _RollingWindow:
             self._times.popleft()
 
 
+class Unpaced:
+    """No per-chat limit: for the calls aimed at no chat (the commands menu, a button's answer,
+    `getMe`), which only the bot-wide budget limits."""
+
+    def start(self, now: float) -> ChatPace:
+        return _NoPace()
+
+
+class _NoPace:
+    __slots__ = ()
+
+    def ready_at(self, now: float, urgent: bool) -> float:
+        return now
+
+    def spend(self, now: float) -> None:
+        return None
+
+    def restart(self, at: float) -> None:
+        return None
+
+    def rested(self, now: float) -> bool:
+        return True
+
+
 # 1/s with a burst of 2 lets the typing action and the first text go out back to back.
 PRIVATE_CHAT = Bucket(per_second=1.0, burst=2.0)
 # Telegram's 20 per minute, counted over 61 s: a second of margin for network jitter.

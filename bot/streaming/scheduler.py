@@ -35,9 +35,13 @@ from enum import IntEnum
 
 from bot.streaming.budget import BotWideBudget, BotWindow, SentLog
 from bot.streaming.clock import Clock
-from bot.streaming.paces import GROUP_CHAT, PRIVATE_CHAT, ChatPace, PaceRule
+from bot.streaming.paces import GROUP_CHAT, PRIVATE_CHAT, ChatPace, PaceRule, Unpaced
 
 logger = logging.getLogger("relaygram.flood")
+
+
+# The "chat" of the calls aimed at no chat (`BotWideMeter`): no Telegram chat has id 0.
+BOT_ITSELF = 0
 
 
 class Priority(IntEnum):
@@ -228,7 +232,15 @@ class FloodScheduler:
 
     def pace_for(self, chat_id: int) -> PaceRule:
         # Private chats have positive ids; groups, supergroups and channels negative ones.
+        if chat_id == BOT_ITSELF:
+            return Unpaced()
         return self.limits.private if chat_id > 0 else self.limits.group
+
+    @staticmethod
+    def in_call() -> bool:
+        """Whether this task is inside a `call()` block that has not been answered."""
+        open_call = _OPEN_CALL.get()
+        return open_call is not None and not open_call.answered
 
     async def aclose(self) -> None:
         task, self._dispatcher = self._dispatcher, None

@@ -97,12 +97,14 @@ class Harness:
             agents_loader=agents_loader,
         )
         if poll:
+            polls = len(self.telegram.calls("getUpdates"))  # an earlier app's count too
             self._polling = asyncio.create_task(
                 self.app.dispatcher.start_polling(
                     self.app.bot, handle_signals=False, close_bot_session=False, polling_timeout=1
                 )
             )
-            await self.telegram.wait_for(lambda: self.telegram.calls("getUpdates"))
+            # Start-up (the commands menu) is done when this app's first long poll begins.
+            await self.telegram.wait_for(lambda: len(self.telegram.calls("getUpdates")) > polls)
         return self.app
 
     async def stop(self) -> None:
