@@ -30,7 +30,7 @@ with an @mention, or half and half); the bot long-polls them. From what the fake
 - bot-added latency to the first visible text: a percentile of the bot's delays from the first
   chunk to the first text on screen minus the same percentile of the ideal's, p50/p99 (target
   p99 <= 50 ms at 100 answers); the per-answer difference too, and both again against the
-  ideal at the bot's own bot-wide budget (30 calls in any 1.02 s: `BotWindow`);
+  ideal at the bot's own bot-wide budget (30 calls in any 1.005 s: `BotWindow`);
 - the bot's CPU seconds (utime + stime from /proc/<pid>/stat, from the first message pushed to
   the last final state) per chunk the agent wrote (target <= 1 ms), the CPU cores it used on
   average and in its busiest second, and its peak RSS (VmHWM, target <= 150 MB).
@@ -87,7 +87,7 @@ DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/14"
 GROUP_BASE: Final = -1_000_000_000_000  # supergroup ids: GROUP_BASE - i
 GROUP_USER_BASE: Final = 500_000_000  # the user asking in group i: GROUP_USER_BASE + i
 EPS: Final = 1e-9
-# The bot's own bot-wide budget at BOT_REQUESTS_PER_SECOND=30: 30 calls in any 1.02 s.
+# The bot's own bot-wide budget at BOT_REQUESTS_PER_SECOND=30: 30 calls in any 1.005 s.
 BOT_BUDGET: Final = BotWindow.per_second(30.0)
 
 # Default token streams. Groups get 20 messages a minute, so a group answer lasts long enough
@@ -871,7 +871,7 @@ class RunResult:
     first_paired_p99_ms: float
     first_visible_p50_ms: float  # actual: first chunk written -> first text visible
     first_visible_p99_ms: float
-    budget_staleness: float  # the ideal at the bot's own bot-wide budget (30 per 1.02 s)
+    budget_staleness: float  # the ideal at the bot's own bot-wide budget (30 per 1.005 s)
     budget_ratio: float
     budget_first_added_p99_ms: float
     cpu_ms_per_chunk: float

@@ -73,7 +73,7 @@ async def test_start_up_calls_and_first_texts_share_the_bots_second(
     assert statuses == [200] * 30
     sends = sorted(r.time - start for r in telegram.requests if r.method == "sendMessage")
     assert sends.count(0.0) == 24, "the menu took 6 of the window's 30 calls"
-    assert sends[24:] == pytest.approx([1.02] * 6)
+    assert sends[24:] == pytest.approx([1.005] * 6)
 
 
 async def test_unmetered_the_same_calls_get_429s(
