@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from aiogram.types import MessageEntity
 from redis.exceptions import RedisError
 
 from bot import texts
@@ -52,7 +51,7 @@ from bot.services.lanes import Lanes
 from bot.services.routing import AgentRouting
 from bot.streaming.citations import citations
 from bot.streaming.clock import Clock
-from bot.streaming.render import RenderedText, plain, utf16_len
+from bot.streaming.render import Entity, RenderedText, plain, utf16_len
 from bot.streaming.reply import DraftSupport, ReplyStream
 from bot.streaming.sender import ChatSender, Target
 from storage import AnswerRecord, ChatScope, RunningAnswer, Storage
@@ -562,4 +561,4 @@ def _target(incoming: Incoming) -> Target:
 
 def _note(text: str) -> RenderedText:
     """A line the bot adds under an answer, in italics so it reads as the bot's, not the agent's."""
-    return RenderedText(text, (MessageEntity(type="italic", offset=0, length=utf16_len(text)),))
+    return RenderedText(text, (Entity(type="italic", offset=0, length=utf16_len(text)),))

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aiogram.types import MessageEntity
-
 from bot import texts
 from bot.agents.base import Source
-from bot.streaming.render import RenderedText, utf16_len
+from bot.streaming.render import Entity, RenderedText, utf16_len
 
 MAX_SOURCES = 5
 MAX_TITLE = 80
@@ -20,7 +18,7 @@ def citations(sources: Sequence[Source]) -> RenderedText | None:
     """ "📚 Sources: 1. Pricing page · 2. FAQ", titles linked; None when there are none."""
     header = str(texts.SOURCES_HEADER)
     text = header
-    entities: list[MessageEntity] = []
+    entities: list[Entity] = []
     shown = 0
     for number, source in enumerate(sources[:MAX_SOURCES], start=1):
         title = _shorten(" ".join(source.title.split()) or str(texts.SOURCE_UNTITLED))
@@ -31,7 +29,7 @@ def citations(sources: Sequence[Source]) -> RenderedText | None:
         text += item
         if source.url:
             entities.append(
-                MessageEntity(
+                Entity(
                     type="text_link",
                     offset=utf16_len(text),
                     length=utf16_len(title),

@@ -24,6 +24,13 @@ import pyromark
 import telegramify_markdown
 from aiogram.types import MessageEntity
 
+# An entity as the bot keeps it: telegramify-markdown's own slotted dataclass (type, offset and
+# length in UTF-16 units, url, language...), about 100 bytes. aiogram's pydantic MessageEntity
+# takes about 550 with its field set, and a growing answer keeps every entity of its pages
+# twice (what should be shown, what is shown): 1,000 answers held 35,000 of them, 20 MB. So
+# entities become aiogram's only for the call that sends them (`telegram_entities`).
+Entity = telegramify_markdown.MessageEntity
+
 logger = logging.getLogger("relaygram.render")
 
 TEXT_LIMIT = 4096  # Telegram's message length, in UTF-16 code units
@@ -42,7 +49,7 @@ def utf16_len(text: str) -> int:
 @dataclass(frozen=True, slots=True)
 class RenderedText:
     text: str
-    entities: tuple[MessageEntity, ...] = ()
+    entities: tuple[Entity, ...] = ()
 
     @property
     def size(self) -> int:
@@ -50,7 +57,7 @@ class RenderedText:
 
     def __add__(self, other: RenderedText) -> RenderedText:
         shift = utf16_len(self.text)
-        moved = tuple(e.model_copy(update={"offset": e.offset + shift}) for e in other.entities)
+        moved = tuple(e.copy_with(offset=e.offset + shift) for e in other.entities)
         return RenderedText(self.text + other.text, self.entities + moved)
 
 
@@ -94,11 +101,12 @@ def render_markdown(markdown: str) -> RenderedText:
         return RenderedText(markdown)
     if not text.strip() and markdown.strip():
         return RenderedText(markdown)
-    return RenderedText(text, tuple(_to_aiogram(e) for e in entities))
+    return RenderedText(text, tuple(entities))
 
 
-def _to_aiogram(entity: telegramify_markdown.MessageEntity) -> MessageEntity:
-    return MessageEntity(**entity.to_dict())
+def telegram_entities(rendered: RenderedText) -> list[MessageEntity] | None:
+    """The entities as the Bot API call takes them (None: plain text)."""
+    return [MessageEntity(**e.to_dict()) for e in rendered.entities] or None
 
 
 def plain(text: str) -> RenderedText:

@@ -23,10 +23,18 @@ from dataclasses import dataclass
 from enum import Enum
 
 from aiogram.exceptions import TelegramBadRequest, TelegramNotFound
-from aiogram.types import InlineKeyboardMarkup, MessageEntity
+from aiogram.types import InlineKeyboardMarkup
 
 from bot.streaming.clock import Clock
-from bot.streaming.render import TEXT_LIMIT, Paginator, RenderedText, fits, plain, utf16_len
+from bot.streaming.render import (
+    TEXT_LIMIT,
+    Entity,
+    Paginator,
+    RenderedText,
+    fits,
+    plain,
+    utf16_len,
+)
 from bot.streaming.scheduler import Priority
 from bot.streaming.sender import ChatSender, DeliveryFailed, FloodWait, Target
 
@@ -441,5 +449,5 @@ def _reasoning_block(reasoning: str, room: int) -> RenderedText | None:
             tail = tail[1:]
         text = "…" + tail
     body = header + text
-    entity = MessageEntity(type="expandable_blockquote", offset=0, length=utf16_len(body))
+    entity = Entity(type="expandable_blockquote", offset=0, length=utf16_len(body))
     return RenderedText(body, (entity,))

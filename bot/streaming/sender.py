@@ -23,7 +23,7 @@ from aiogram.exceptions import (
 from aiogram.types import InlineKeyboardMarkup, LinkPreviewOptions, Message, ReplyParameters
 
 from bot.streaming.clock import Clock
-from bot.streaming.render import RenderedText
+from bot.streaming.render import RenderedText, telegram_entities
 from bot.streaming.scheduler import FloodScheduler, Priority
 
 logger = logging.getLogger("relaygram.telegram")
@@ -116,7 +116,7 @@ class ChatSender:
                 chat_id=target.chat_id,
                 message_thread_id=target.thread_id,
                 text=content.text,
-                entities=list(content.entities) or None,
+                entities=telegram_entities(content),
                 parse_mode=None,
                 link_preview_options=_NO_PREVIEW,
                 reply_parameters=(
@@ -142,7 +142,7 @@ class ChatSender:
                 chat_id=chat_id,
                 message_id=message_id,
                 text=content.text,
-                entities=list(content.entities) or None,
+                entities=telegram_entities(content),
                 parse_mode=None,
                 link_preview_options=_NO_PREVIEW,
                 reply_markup=markup,
@@ -159,7 +159,7 @@ class ChatSender:
                 draft_id=draft_id,
                 message_thread_id=target.thread_id,
                 text=content.text,
-                entities=list(content.entities) or None,
+                entities=telegram_entities(content),
                 parse_mode=None,
                 can_stop=True,
             )

@@ -7,7 +7,6 @@ import random
 import re
 
 import pytest
-from aiogram.types import MessageEntity
 
 from bot.streaming.render import (
     ENTITY_LIMIT,
@@ -17,6 +16,7 @@ from bot.streaming.render import (
     render_markdown,
     utf16_len,
 )
+from bot.streaming.render import Entity as MessageEntity
 
 
 def covered(rendered: RenderedText, entity: MessageEntity) -> str:
