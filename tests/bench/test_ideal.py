@@ -17,6 +17,7 @@ from tests.bench.streaming import (
     ideal_replay,
     make_tokens,
     pacing_interval,
+    page_ends,
     percentile,
     plan_answers,
     produced_chars,
@@ -87,6 +88,39 @@ def test_a_group_answer_is_paced_to_its_rolling_window_not_burnt_at_the_start() 
     assert 25 <= len(times) <= 28, "about 20 a minute, evenly"
     assert max(b - a for a, b in itertools.pairwise(times)) < 3.2
     assert result.average == pytest.approx(1.5, abs=0.1)
+
+
+def test_one_call_shows_one_message_of_a_longer_answer() -> None:
+    # 6,000 characters at once, messages of 4,000: the first call fills the first message,
+    # a second call (the bucket's burst allows it at once) starts the next.
+    result = ideal_replay([IdealAnswer(True, ((0.0, 6_000),), pages=(4_000,))], LIMITS)
+
+    assert result.sends == [(0.0, 0), (0.0, 0)]
+    assert result.chars == 6_000
+    assert result.staleness == 0.0
+
+
+def test_the_rest_of_a_message_waits_for_the_chats_limit_like_any_call() -> None:
+    # A chunk a second for 20 s: one call each, the group's whole minute. The message ends
+    # inside the last chunk, so its rest takes a 21st call, which waits for the window.
+    arrivals = tuple((float(k), 300) for k in range(20))
+    result = ideal_replay([IdealAnswer(False, arrivals, pages=(5_850,))], LIMITS)
+    times = [at for at, _ in result.sends]
+
+    assert max_in_window(times, 60.0) <= 20
+    assert len(times) == 21
+    assert times[-1] == pytest.approx(60.0)
+    assert result.chars == 6_000
+    assert ideal_replay([IdealAnswer(False, arrivals)], LIMITS).average == 0.0
+    assert result.average > 0.0
+
+
+def test_pages_end_every_4096_rendered_characters_counted_without_whitespace() -> None:
+    tokens = ["**bold** ", "word " * 1_000, "end"]  # 8 + 1 + 5,000 + 3 rendered characters
+    rendered = "bold " + "word " * 1_000 + "end"
+
+    assert page_ends(tokens) == (len(visible(rendered[:4096])),)
+    assert page_ends(["short"]) == ()
 
 
 def test_the_final_text_is_not_held_back_by_pacing() -> None:
