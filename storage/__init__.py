@@ -11,7 +11,6 @@ import asyncio
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import fakeredis
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
@@ -178,6 +177,9 @@ async def open_redis(url: str | None, *, max_connections: int | None = None) -> 
     `max_connections` caps the client's pool (default `MAX_CONNECTIONS`).
     """
     if url is None:
+        # Imported here: a bot on a real Redis never needs it (3 MB of a process's memory).
+        import fakeredis
+
         embedded: Redis = fakeredis.FakeAsyncRedis(
             server=fakeredis.FakeServer(),  # private to this client, not shared by address
             decode_responses=True,
