@@ -139,12 +139,13 @@ class Paginator:
     _sealed: list[_Page] = field(default_factory=list)
     _consumed: int = 0  # source offset where the open page starts
     _carry: str = ""  # reopened code fence the open page starts with
-    _seen: str = ""  # the source as of the previous call, to detect replacements
+    # The source the sealed pages were cut from, to detect a replaced source (only that part:
+    # the whole previous source would be one more copy of every answer's text).
+    _sealed_source: str = ""
 
     def paginate(self, source: str) -> list[RenderedText]:
-        if not source.startswith(self._seen[: self._consumed]):
-            self._sealed, self._consumed, self._carry = [], 0, ""
-        self._seen = source
+        if not source.startswith(self._sealed_source):
+            self._sealed, self._consumed, self._carry, self._sealed_source = [], 0, "", ""
         while True:
             body = self._carry + source[self._consumed :]
             rendered = render_markdown(body)
@@ -162,6 +163,7 @@ class Paginator:
         self._sealed.append(_Page(page_source, render_markdown(page_source)))
         self._carry = f"{fence[0]}{fence[1]}\n" if fence is not None else ""
         self._consumed = cut
+        self._sealed_source = source[:cut]
 
     def _best_cut(self, source: str, start: int) -> int:
         """The latest cut after `start` whose page fits, preferring paragraph and line ends."""

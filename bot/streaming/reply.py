@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from dataclasses import dataclass
 from enum import Enum
@@ -77,9 +78,20 @@ class _Page:
 
 @dataclass(slots=True)
 class _Shown:
+    """A message of the answer as Telegram shows it. Not its text: a growing answer would keep
+    a second copy of every page for each of a thousand answers; a fingerprint and the size
+    are all the comparisons need."""
+
     message_id: int
-    content: RenderedText
+    fingerprint: bytes
+    size: int
     markup: InlineKeyboardMarkup | None
+
+    @classmethod
+    def of(
+        cls, message_id: int, content: RenderedText, markup: InlineKeyboardMarkup | None
+    ) -> _Shown:
+        return cls(message_id, _fingerprint(content), content.size, markup)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +140,14 @@ class ReplyStream:
         self._reasoning = ""
         self._final: _Final | None = None
         self._shown: list[_Shown] = []
-        self._draft_shown: RenderedText | None = None
+        self._draft_shown: bytes | None = None  # the fingerprint of the draft on screen
         self._draft_at = 0.0
         self._started_at = clock.now()
         self._plain_only = False  # Telegram refused our entities once: stop sending them
-        self._memo: tuple[object, ...] | None = None
+        # What should be shown is rendered once per change, not once per look: `_revision`
+        # counts the changes (a counter, so no old text is kept just to compare with).
+        self._revision = 0
+        self._memo_revision = -1
         self._memo_pages: list[_Page] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -168,6 +183,7 @@ class ReplyStream:
         """The answer so far, as Markdown, and the model's reasoning. Cheap: wakes the writer."""
         self._source = source
         self._reasoning = reasoning
+        self._revision += 1
         self._wake.set()
 
     async def finish(
@@ -182,6 +198,7 @@ class ReplyStream:
         if reasoning is not None:
             self._reasoning = reasoning
         self._final = _Final(footer, markup)
+        self._revision += 1
         self._wake.set()
         if self._writer is None:
             self.start()
@@ -204,11 +221,8 @@ class ReplyStream:
     # --- what should be on screen ----------------------------------------------------------------
 
     def _desired(self) -> list[_Page]:
-        key = (self._source, self._reasoning, self._final, self._plain_only)
-        memo = self._memo
-        if memo is not None and all(a is b for a, b in zip(memo, key, strict=True)):
-            return self._memo_pages
-        self._memo, self._memo_pages = key, self._render()
+        if self._memo_revision != self._revision:
+            self._memo_pages, self._memo_revision = self._render(), self._revision
         return self._memo_pages
 
     def _render(self) -> list[_Page]:
@@ -269,12 +283,12 @@ class ReplyStream:
             if index >= len(self._shown):
                 return _Step("send", index, page)
             shown = self._shown[index]
-            if not _same(shown.content, page.content) or shown.markup != page.markup:
+            if shown.fingerprint != _fingerprint(page.content) or shown.markup != page.markup:
                 following = index + 1
                 if (
                     following == len(self._shown)
                     and following < len(persisted)
-                    and utf16_len(page.content.text) < utf16_len(shown.content.text)
+                    and page.content.size < shown.size
                 ):
                     # A page was just sealed shorter than what it shows (cut at a paragraph):
                     # send the next page first, so no text disappears in between.
@@ -287,7 +301,7 @@ class ReplyStream:
         draft = self._draft(desired)
         if draft is not None:
             stale = self._clock.now() - self._draft_at >= self.DRAFT_REFRESH
-            if draft != self._draft_shown or stale:
+            if _fingerprint(draft) != self._draft_shown or stale:
                 return _Step("draft", len(persisted), _Page(draft, None))
         return None
 
@@ -349,7 +363,7 @@ class ReplyStream:
         if step.action == "draft":
             assert self._draft_id is not None
             await self._sender.perform_draft(self._target, self._draft_id, page.content)
-            self._draft_shown, self._draft_at = page.content, self._clock.now()
+            self._draft_shown, self._draft_at = _fingerprint(page.content), self._clock.now()
         elif step.action == "send":
             target = (
                 self._target
@@ -357,14 +371,14 @@ class ReplyStream:
                 else Target(self._target.chat_id, self._target.thread_id)
             )
             message_id = await self._sender.perform_send(target, page.content, page.markup)
-            self._shown.append(_Shown(message_id, page.content, page.markup))
+            self._shown.append(_Shown.of(message_id, page.content, page.markup))
             self._draft_shown = None  # Telegram clears drafts when a message is sent
         else:
             shown = self._shown[step.index]
             await self._sender.perform_edit(
                 self._target.chat_id, shown.message_id, page.content, page.markup
             )
-            shown.content, shown.markup = page.content, page.markup
+            self._shown[step.index] = _Shown.of(shown.message_id, page.content, page.markup)
         if page.content.text.strip() and self.first_text_at is None:
             self.first_text_at = self._clock.now()
         if self._shown or self._draft_shown is not None:
@@ -381,7 +395,7 @@ class ReplyStream:
             if self._drafts is not None:
                 self._drafts.reject(error.message)
             self._mode = Mode.EDIT
-            self._memo = None
+            self._revision += 1
             return
         if step.action == "edit":
             # The message may be gone (deleted by the user) or no longer editable: show the
@@ -397,7 +411,7 @@ class ReplyStream:
                 logger.warning(
                     "cannot edit a message in chat %s (%s); resent", chat_id, error.message
                 )
-                self._shown[step.index] = _Shown(message_id, page.content, page.markup)
+                self._shown[step.index] = _Shown.of(message_id, page.content, page.markup)
                 return
         if page.content.entities and not self._plain_only:
             logger.warning(
@@ -406,6 +420,7 @@ class ReplyStream:
                 error.message,
             )
             self._plain_only = True
+            self._revision += 1
             return  # the next step re-renders every page without entities
         raise DeliveryFailed(f"chat {chat_id}: {error.message}") from None
 
@@ -430,10 +445,12 @@ class ReplyStream:
                 await task
 
 
-def _same(shown: RenderedText, wanted: RenderedText) -> bool:
-    """Whether Telegram would see no change: it trims leading and trailing whitespace, and an
+def _fingerprint(content: RenderedText) -> bytes:
+    """Equal for texts Telegram shows alike: it trims leading and trailing whitespace, and an
     edit that changes nothing is refused ("message is not modified")."""
-    return shown.entities == wanted.entities and shown.text.strip() == wanted.text.strip()
+    digest = hashlib.blake2b(content.text.strip().encode("utf-8", "surrogatepass"), digest_size=16)
+    digest.update(repr(content.entities).encode())
+    return digest.digest()
 
 
 def _reasoning_block(reasoning: str, room: int) -> RenderedText | None:
