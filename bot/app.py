@@ -106,6 +106,9 @@ class Relaygram:
         )
 
     async def aclose(self) -> None:
+        # Answers run in the chat service's tasks: end them while their session still works
+        # (after polling this already happened, as the dispatcher's shutdown; then it is quick).
+        await self.chat_service.shutdown()
         await self.sender.flood.aclose()
         await self.bot.session.close()
         if self._owns_http:

@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import gc
 
+import fakeredis
 import pytest
 from aiogram.types import Message, Update
 from redis.exceptions import RedisError
 
 from bot.services.routing import AgentRouting
+from bot.streaming.clock import ScaledClock
+from storage import Storage
 from tests.e2e.conftest import Harness, bot_messages, finished
-from tests.fakes.dify import Script
+from tests.fakes.dify import FakeDify, Script
+from tests.fakes.telegram import FakeTelegram
 
 SORRY = "⚠️ Something went wrong on my side. Please try again."
 RESTARTING = "⚠️ I am restarting and could not answer this. Please send it again."
@@ -100,3 +104,21 @@ async def test_shutdown_finishes_the_running_answer_and_tells_the_waiting_one(
     assert stopped.startswith("w0"), stopped
     assert stopped.endswith("⏹ Stopped."), stopped
     assert not any("⏹ Stop" in str(m.reply_markup) for m in bot_messages(h)), "no button left"
+
+
+async def test_closing_an_app_that_does_not_poll_ends_its_answers_properly(
+    telegram: FakeTelegram, dify: FakeDify, clock: ScaledClock
+) -> None:
+    # A replica fed by webhook has no polling loop whose end stops the answers.
+    h = Harness(telegram, dify, clock, Storage.on_redis(fakeredis.FakeAsyncRedis()))
+    app = await h.start(poll=False)
+    dify.app.default_script = Script(chunks=[f"w{i} " for i in range(400)], delay=0.05)
+    raw = telegram.user_text(h.user_id, "a long one")
+    await app.dispatcher.feed_update(app.bot, Update.model_validate(raw, context={"bot": app.bot}))
+    await h.until(lambda: bot_messages(h))
+
+    await h.stop()
+
+    final = bot_messages(h)[-1]
+    assert final.visible_text.endswith("⏹ Stopped."), final.visible_text
+    assert "⏹ Stop" not in str(final.reply_markup)
