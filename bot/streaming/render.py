@@ -118,12 +118,6 @@ def fits(rendered: RenderedText, limit: int = TEXT_LIMIT) -> bool:
 
 
 @dataclass(slots=True)
-class _Page:
-    source: str  # the Markdown of this page, fence fix-ups included
-    rendered: RenderedText
-
-
-@dataclass(slots=True)
 class Paginator:
     """Turns a growing Markdown answer into stable, message-sized pages.
 
@@ -136,21 +130,22 @@ class Paginator:
     limit: int = TEXT_LIMIT
     # Page 1 may have to leave room for something shown above the answer (the reasoning).
     first_limit: int | None = None
-    _sealed: list[_Page] = field(default_factory=list)
+    _sealed: list[RenderedText] = field(default_factory=list)
     _consumed: int = 0  # source offset where the open page starts
     _carry: str = ""  # reopened code fence the open page starts with
-    # The source the sealed pages were cut from, to detect a replaced source (only that part:
-    # the whole previous source would be one more copy of every answer's text).
-    _sealed_source: str = ""
+    # The hash of the source the sealed pages were cut from, to detect a replaced source: a
+    # copy of it would be one more copy of every long answer's text, a thousand at a time.
+    _sealed_hash: int = hash("")
 
     def paginate(self, source: str) -> list[RenderedText]:
-        if not source.startswith(self._sealed_source):
-            self._sealed, self._consumed, self._carry, self._sealed_source = [], 0, "", ""
+        if hash(source[: self._consumed]) != self._sealed_hash:
+            self._sealed, self._consumed, self._carry = [], 0, ""
+            self._sealed_hash = hash("")
         while True:
             body = self._carry + source[self._consumed :]
             rendered = render_markdown(body)
             if fits(rendered, self._open_limit):
-                return [p.rendered for p in self._sealed] + ([rendered] if body.strip() else [])
+                return [*self._sealed, *([rendered] if body.strip() else [])]
             self._seal_one(source)
 
     def _seal_one(self, source: str) -> None:
@@ -160,10 +155,10 @@ class Paginator:
         page_source = self._carry + source[start:cut]
         if fence is not None:
             page_source = page_source.rstrip("\n") + "\n" + fence[0]
-        self._sealed.append(_Page(page_source, render_markdown(page_source)))
+        self._sealed.append(render_markdown(page_source))
         self._carry = f"{fence[0]}{fence[1]}\n" if fence is not None else ""
         self._consumed = cut
-        self._sealed_source = source[:cut]
+        self._sealed_hash = hash(source[:cut])
 
     def _best_cut(self, source: str, start: int) -> int:
         """The latest cut after `start` whose page fits, preferring paragraph and line ends."""
