@@ -180,6 +180,22 @@ async def test_events_split_anywhere_arrive_whole() -> None:
         assert await events_of(http, url) == ['{"text": "При"}', "2"]
 
 
+async def test_events_far_larger_than_the_read_buffer_arrive_whole() -> None:
+    # The client reads a connection 8 KiB at a time (`READ_BUFFER`) so that lagging streams
+    # wait in the kernel; an event of 100 KB and 2 MB written at once must still arrive whole.
+    big = "x" * 100_000
+    many = [f"event {n} " + "y" * 200 for n in range(10_000)]
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = await open_sse(request)
+        body = f"data: {big}\n\n" + "".join(f"data: {m}\n\n" for m in many)
+        await response.write(body.encode())
+        return response
+
+    async with agent_server(handler) as url, agent_http_client() as http:
+        assert await events_of(http, url) == [big, *many]
+
+
 async def test_nobody_listening_is_unavailable() -> None:
     async with agent_http_client() as http:
         with pytest.raises(AgentUnavailable):
