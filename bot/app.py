@@ -67,7 +67,7 @@ from bot.streaming.meter import BotWideMeter
 from bot.streaming.scheduler import FloodLimits, FloodScheduler
 from bot.streaming.sender import ChatSender, DeliveryFailed, Target
 from handlers import get_routers
-from handlers.middlewares import AllowlistMiddleware
+from handlers.middlewares import AllowlistMiddleware, ChatOrderMiddleware
 from handlers.scope import event_scope
 from storage import BUDGET_CONNECTIONS, Storage, open_redis
 
@@ -235,6 +235,8 @@ async def create_app(
         store=storage,  # not "storage": that name is aiogram's FSM storage
         i18n=i18n,
     )
+    # One chat's messages are handled in the order they were sent, whatever comes after.
+    dispatcher.update.outer_middleware(ChatOrderMiddleware())
     # First: everything after it, refusals included, speaks the update's language.
     ChatLanguageMiddleware(i18n, event_scope).register(dispatcher)
     allowlist = AllowlistMiddleware()

@@ -1,4 +1,5 @@
-"""Outer middleware: the allowlists (ALLOWED_USERS / ALLOWED_CHATS) before any handler runs."""
+"""Outer middlewares: one chat's messages in order, and the allowlists (ALLOWED_USERS /
+ALLOWED_CHATS) before any handler runs."""
 
 from __future__ import annotations
 
@@ -6,14 +7,38 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiogram import BaseMiddleware, Bot
-from aiogram.types import CallbackQuery, Message, TelegramObject
+from aiogram.types import CallbackQuery, Message, TelegramObject, Update
 
 from bot import texts
 from bot.services.access import AccessService, Verdict
+from bot.services.lanes import Lanes
 from bot.streaming.sender import ChatSender
 from handlers.scope import target_of
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+
+
+class ChatOrderMiddleware(BaseMiddleware):
+    """Handles one chat's messages one at a time, in the order Telegram sent them.
+
+    aiogram handles the updates of one `getUpdates` batch in concurrent tasks, and the first
+    awaits of each (the chat's language, the access check: Redis calls on different
+    connections) may finish in any order, so two quick messages could reach the agent
+    swapped. A task joins its chat's lane in its first step, and the tasks take their first
+    steps in the order of the batch. The lane is held only while the handlers run, which is
+    short: answers run in `ChatService`'s tasks. Register it on `dispatcher.update`, first.
+    Button presses and a draft's stop are not held in line: they must act at once.
+    """
+
+    def __init__(self) -> None:
+        self._lanes = Lanes()
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        message = event.message if isinstance(event, Update) else None
+        if message is None:
+            return await handler(event, data)
+        async with self._lanes.hold(f"{message.chat.id}:{message.message_thread_id}"):
+            return await handler(event, data)
 
 
 class AllowlistMiddleware(BaseMiddleware):

@@ -16,6 +16,7 @@ import pytest
 from aiogram.types import Message, Update
 from redis.exceptions import RedisError
 
+from bot.services.access import AccessService, Decision
 from bot.services.routing import AgentRouting
 from bot.streaming.clock import ScaledClock
 from storage import Storage
@@ -122,3 +123,28 @@ async def test_closing_an_app_that_does_not_poll_ends_its_answers_properly(
     final = bot_messages(h)[-1]
     assert final.visible_text.endswith("⏹ Stopped."), final.visible_text
     assert "⏹ Stop" not in str(final.reply_markup)
+
+
+async def test_a_message_slower_to_check_is_still_answered_before_the_next(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # aiogram handles the updates of one batch concurrently; here the first message's access
+    # check (a Redis call) is the slower one.
+    check = AccessService.check_question
+
+    async def slow_for_the_first(
+        self: AccessService, bot_id: int, user_id: int, question: str
+    ) -> Decision:
+        if question == "first":
+            await asyncio.sleep(0.2)
+        return await check(self, bot_id, user_id, question)
+
+    monkeypatch.setattr(AccessService, "check_question", slow_for_the_first)
+    h.say("first")
+    h.say("second")  # the same getUpdates batch
+    await h.until(lambda: len([m for m in bot_messages(h) if m.reply_markup]) == 2)
+    await h.until_settled()
+
+    asked = [c.json["query"] for c in h.dify.calls_to("POST", "/chat-messages")]
+    assert asked == ["first", "second"]
+    assert h.texts() == ["Echo: first", "Echo: second"]
