@@ -13,7 +13,7 @@ from bot import texts
 from bot.services.access import AccessService, Verdict
 from bot.services.lanes import Lanes
 from bot.streaming.sender import ChatSender
-from handlers.scope import target_of
+from handlers.scope import scope_of, target_of
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
@@ -37,7 +37,9 @@ class ChatOrderMiddleware(BaseMiddleware):
         message = event.message if isinstance(event, Update) else None
         if message is None:
             return await handler(event, data)
-        async with self._lanes.hold(f"{message.chat.id}:{message.message_thread_id}"):
+        bot: Bot = data["bot"]
+        # The chat's conversation, as the answers' lanes key it (a reply thread is not one).
+        async with self._lanes.hold(scope_of(message, bot.id).key):
             return await handler(event, data)
 
 

@@ -3,8 +3,11 @@ per-person ratings, reply-to branching."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from bot.services.access import AccessService, Decision
 from tests.e2e.conftest import Harness, bot_messages, button_data, buttons, finished
 from tests.fakes.dify import Script
 
@@ -168,3 +171,27 @@ async def test_replying_to_an_older_answer_says_dify_continues_the_latest(hg: Ha
     assert any("can only continue from its latest answer" in t for t in hg.texts(USER_CHAT))
     conversation = hg.dify.calls_to("POST", "/chat-messages")[2].json["conversation_id"]
     assert conversation != "", "the latest conversation continues"
+
+
+async def test_a_reply_thread_keeps_its_place_in_the_groups_order(
+    hg: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Outside a forum, message_thread_id marks a reply thread, which belongs to the group's
+    # conversation: a message in it is answered after the one sent before it, even when the
+    # earlier one's access check is the slower (aiogram handles a batch concurrently).
+    check = AccessService.check_question
+
+    async def slow_for_the_first(
+        self: AccessService, bot_id: int, user_id: int, question: str
+    ) -> Decision:
+        if question.endswith("first"):
+            await asyncio.sleep(0.2)
+        return await check(self, bot_id, user_id, question)
+
+    monkeypatch.setattr(AccessService, "check_question", slow_for_the_first)
+    hg.say(f"{MENTION} first", chat_id=GROUP, user_id=ASKER)
+    hg.say(f"{MENTION} second", chat_id=GROUP, user_id=OTHER, thread_id=77)
+    await hg.until(lambda: len(queries(hg)) == 2)
+    await hg.until_settled()
+
+    assert queries(hg) == ["first", "second"]
