@@ -74,6 +74,14 @@ class DraftSupport:
 class _Page:
     content: RenderedText
     markup: InlineKeyboardMarkup | None
+    _fingerprint: bytes | None = None
+
+    @property
+    def fingerprint(self) -> bytes:
+        """Computed once per render: the writer compares it on every look."""
+        if self._fingerprint is None:
+            self._fingerprint = _fingerprint(self.content)
+        return self._fingerprint
 
 
 @dataclass(slots=True)
@@ -88,10 +96,8 @@ class _Shown:
     markup: InlineKeyboardMarkup | None
 
     @classmethod
-    def of(
-        cls, message_id: int, content: RenderedText, markup: InlineKeyboardMarkup | None
-    ) -> _Shown:
-        return cls(message_id, _fingerprint(content), content.size, markup)
+    def of(cls, message_id: int, page: _Page) -> _Shown:
+        return cls(message_id, page.fingerprint, page.content.size, page.markup)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,16 +269,16 @@ class ReplyStream:
             return desired
         return desired[:-1]
 
-    def _draft(self, desired: list[_Page]) -> RenderedText | None:
+    def _draft(self, desired: list[_Page]) -> _Page | None:
         if self._mode is not Mode.DRAFT or self._final is not None:
             return None
         if desired:
-            return desired[-1].content
+            return desired[-1]
         # An empty draft shows Telegram's "Thinking…" placeholder until text arrives: for an
         # agent slow to start only (an answer that starts sooner is its own sign of life).
         if self._draft_shown is None and self._clock.now() < self._placeholder_at():
             return None
-        return plain("")
+        return _Page(plain(""), None)
 
     def _placeholder_at(self) -> float:
         return self._started_at + self.PLACEHOLDER_DELAY
@@ -283,7 +289,7 @@ class ReplyStream:
             if index >= len(self._shown):
                 return _Step("send", index, page)
             shown = self._shown[index]
-            if shown.fingerprint != _fingerprint(page.content) or shown.markup != page.markup:
+            if shown.fingerprint != page.fingerprint or shown.markup != page.markup:
                 following = index + 1
                 if (
                     following == len(self._shown)
@@ -301,8 +307,8 @@ class ReplyStream:
         draft = self._draft(desired)
         if draft is not None:
             stale = self._clock.now() - self._draft_at >= self.DRAFT_REFRESH
-            if _fingerprint(draft) != self._draft_shown or stale:
-                return _Step("draft", len(persisted), _Page(draft, None))
+            if draft.fingerprint != self._draft_shown or stale:
+                return _Step("draft", len(persisted), draft)
         return None
 
     # --- the writer ------------------------------------------------------------------------------
@@ -363,7 +369,7 @@ class ReplyStream:
         if step.action == "draft":
             assert self._draft_id is not None
             await self._sender.perform_draft(self._target, self._draft_id, page.content)
-            self._draft_shown, self._draft_at = _fingerprint(page.content), self._clock.now()
+            self._draft_shown, self._draft_at = page.fingerprint, self._clock.now()
         elif step.action == "send":
             target = (
                 self._target
@@ -371,14 +377,14 @@ class ReplyStream:
                 else Target(self._target.chat_id, self._target.thread_id)
             )
             message_id = await self._sender.perform_send(target, page.content, page.markup)
-            self._shown.append(_Shown.of(message_id, page.content, page.markup))
+            self._shown.append(_Shown.of(message_id, page))
             self._draft_shown = None  # Telegram clears drafts when a message is sent
         else:
             shown = self._shown[step.index]
             await self._sender.perform_edit(
                 self._target.chat_id, shown.message_id, page.content, page.markup
             )
-            self._shown[step.index] = _Shown.of(shown.message_id, page.content, page.markup)
+            self._shown[step.index] = _Shown.of(shown.message_id, page)
         if page.content.text.strip() and self.first_text_at is None:
             self.first_text_at = self._clock.now()
         if self._shown or self._draft_shown is not None:
@@ -411,7 +417,7 @@ class ReplyStream:
                 logger.warning(
                     "cannot edit a message in chat %s (%s); resent", chat_id, error.message
                 )
-                self._shown[step.index] = _Shown.of(message_id, page.content, page.markup)
+                self._shown[step.index] = _Shown.of(message_id, page)
                 return
         if page.content.entities and not self._plain_only:
             logger.warning(
