@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -47,6 +48,7 @@ from bot.agents.base import (
 )
 from bot.agents.registry import AgentDirectory
 from bot.keyboards import MAX_SUGGESTIONS, answer_keyboard, stop_keyboard
+from bot.lean_event import LeanEvent
 from bot.services.lanes import Lanes
 from bot.services.routing import AgentRouting
 from bot.streaming.citations import citations
@@ -98,8 +100,8 @@ class _Run:
     end_user: str
     user_id: int = 0  # who asked
     draft_id: int | None = None
-    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
-    remembered: asyncio.Event = field(default_factory=asyncio.Event)  # its record is saved
+    stop_requested: LeanEvent = field(default_factory=LeanEvent)
+    remembered: LeanEvent = field(default_factory=LeanEvent)  # its record is saved
     keep_conversation: bool = True  # False after /reset during the answer
     task_id: str | None = None
 
@@ -227,8 +229,7 @@ class ChatService:
         record = await self._storage.answers.get(scope, message_id)
         run = self._runs.get(scope.key)
         if record is None and run is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(run.remembered.wait(), self.RECORD_WAIT)
+            await run.remembered.wait_for(self.RECORD_WAIT)
             record = await self._storage.answers.get(scope, message_id)
         return record
 
@@ -430,9 +431,11 @@ class ChatService:
                         return
 
         pumping = asyncio.create_task(pump(), name=f"agent:{run.agent}")
-        stopping = asyncio.create_task(run.stop_requested.wait())
+        # A future, not a task waiting on the event: one task less per answer in flight.
+        stopping = run.stop_requested.waiter()
         try:
-            await asyncio.wait({pumping, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            first: set[asyncio.Future[Any]] = {pumping, stopping}
+            await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
         if not pumping.done():

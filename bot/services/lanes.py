@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 
@@ -18,22 +16,50 @@ class Lanes:
     def __init__(self) -> None:
         self._lanes: dict[str, _Lane] = {}
 
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        # Joining the lane happens before the first await, so arrival order is queue order
-        # (asyncio.Lock wakes its waiters first in, first out).
-        lane = self._lanes.get(key)
-        if lane is None:
-            lane = self._lanes[key] = _Lane(asyncio.Lock())
-        lane.users += 1
-        try:
-            async with lane.lock:
-                yield
-        finally:
-            lane.users -= 1
-            if lane.users == 0:
-                del self._lanes[key]
+    def hold(self, key: str) -> _Hold:
+        """`async with lanes.hold(key):` runs the block when the lane's earlier holders are
+        done. Joining happens in the first step of the `async with`, before any await, so the
+        order tasks reach it is the order they are served (asyncio.Lock is first in, first
+        out)."""
+        return _Hold(self._lanes, key)
 
     def busy(self, key: str) -> bool:
         lane = self._lanes.get(key)
         return lane is not None and lane.lock.locked()
+
+
+class _Hold:
+    """One answer's place in its lane, held for the whole answer. A class, not an
+    `asynccontextmanager`: every answer in flight holds one, and a generator-based block costs
+    ~600 bytes more (generator, frame, its weak reference in the loop, the wrapper)."""
+
+    __slots__ = ("_key", "_lane", "_lanes")
+
+    def __init__(self, lanes: dict[str, _Lane], key: str) -> None:
+        self._lanes = lanes
+        self._key = key
+        self._lane: _Lane | None = None
+
+    async def __aenter__(self) -> None:
+        lane = self._lanes.get(self._key)
+        if lane is None:
+            lane = self._lanes[self._key] = _Lane(asyncio.Lock())
+        lane.users += 1
+        self._lane = lane
+        try:
+            await lane.lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._lane is not None
+        self._lane.lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        assert self._lane is not None
+        self._lane.users -= 1
+        if self._lane.users == 0:
+            del self._lanes[self._key]
+        self._lane = None

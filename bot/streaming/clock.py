@@ -10,6 +10,8 @@ import asyncio
 import time
 from typing import Protocol
 
+from bot.lean_event import LeanEvent
+
 
 class Clock(Protocol):
     def now(self) -> float:
@@ -23,7 +25,7 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
-    async def wait(self, event: asyncio.Event, seconds: float) -> bool:
+    async def wait(self, event: LeanEvent, seconds: float) -> bool:
         """Wait for `event` at most `seconds` (clock seconds); True if it was set."""
         ...
 
@@ -38,8 +40,8 @@ class MonotonicClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
 
-    async def wait(self, event: asyncio.Event, seconds: float) -> bool:
-        return await _wait(event, max(0.0, seconds))
+    async def wait(self, event: LeanEvent, seconds: float) -> bool:
+        return await event.wait_for(seconds)
 
 
 class ScaledClock:
@@ -60,13 +62,5 @@ class ScaledClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self.speedup)
 
-    async def wait(self, event: asyncio.Event, seconds: float) -> bool:
-        return await _wait(event, max(0.0, seconds) / self.speedup)
-
-
-async def _wait(event: asyncio.Event, real_seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(event.wait(), timeout=real_seconds)
-    except TimeoutError:
-        return False
-    return True
+    async def wait(self, event: LeanEvent, seconds: float) -> bool:
+        return await event.wait_for(max(0.0, seconds) / self.speedup)

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections import deque
+import bisect
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -106,7 +106,9 @@ class _RollingWindow:
 
     def __init__(self, rule: Window) -> None:
         self._rule = rule
-        self._times: deque[float] = deque()
+        # A list, not a deque: a deque allocates a 64-slot block up front (~760 bytes in all),
+        # for at most `calls` times; every group chat has one.
+        self._times: list[float] = []
 
     def ready_at(self, now: float, urgent: bool) -> float:
         self._forget(now)
@@ -130,9 +132,10 @@ class _RollingWindow:
         return not self._times
 
     def _forget(self, now: float) -> None:
-        horizon = now - self._rule.seconds
-        while self._times and self._times[0] <= horizon:
-            self._times.popleft()
+        # Times are appended in order, so the expired ones are a prefix.
+        expired = bisect.bisect_right(self._times, now - self._rule.seconds)
+        if expired:
+            del self._times[:expired]
 
 
 class Unpaced:

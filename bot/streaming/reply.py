@@ -26,6 +26,7 @@ from enum import Enum
 from aiogram.exceptions import TelegramBadRequest, TelegramNotFound
 from aiogram.types import InlineKeyboardMarkup
 
+from bot.lean_event import LeanEvent
 from bot.streaming.clock import Clock
 from bot.streaming.render import (
     TEXT_LIMIT,
@@ -155,7 +156,7 @@ class ReplyStream:
         self._revision = 0
         self._memo_revision = -1
         self._memo_pages: list[_Page] = []
-        self._wake = asyncio.Event()
+        self._wake = LeanEvent()
         self._writer: asyncio.Task[None] | None = None
         self._typing: asyncio.Task[None] | None = None
         self.failure: DeliveryFailed | None = None

@@ -28,11 +28,12 @@ import itertools
 import logging
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextvars import ContextVar
+from collections.abc import Callable
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from bot.lean_event import LeanEvent
 from bot.streaming.budget import BotWideBudget, BotWindow, SentLog
 from bot.streaming.clock import Clock
 from bot.streaming.paces import GROUP_CHAT, PRIVATE_CHAT, ChatPace, PaceRule, Unpaced
@@ -62,7 +63,7 @@ class FloodLimits:
 class _Chat:
     pace: ChatPace
     blocked_until: float = 0.0
-    waiters: deque[_Turn] = field(default_factory=deque)
+    waiters: list[_Turn] = field(default_factory=list)  # usually one; a deque costs ~760 B
     # When the pace lets an urgent call and an update go: absolute times, which hold until the
     # chat spends a call or restarts (the `ChatPace` contract). The dispatcher looks at every
     # waiting chat in every round, so it asks the pace only after a change. None: ask.
@@ -86,13 +87,47 @@ class _Turn:
     granted: asyncio.Future[None]
 
 
-@dataclass(slots=True)
-class _OpenCall:
-    answered: bool = False
+class _Call:
+    """One `FloodScheduler.call()` block. A class, not an `asynccontextmanager`: every writer
+    waiting for its turn holds one, and a generator-based block costs ~600 bytes more
+    (generator, frame, its weak reference in the loop, the wrapper)."""
+
+    __slots__ = ("_chat_id", "_priority", "_scheduler", "_token", "answered")
+
+    def __init__(
+        self,
+        scheduler: FloodScheduler,
+        chat_id: int,
+        priority: Priority | Callable[[], Priority],
+    ) -> None:
+        self._scheduler = scheduler
+        self._chat_id = chat_id
+        self._priority = priority
+        self._token: Token[_Call | None] | None = None
+        self.answered = False
+
+    async def __aenter__(self) -> None:
+        outer = _OPEN_CALL.get()
+        if outer is not None and not outer.answered:
+            # A call made inside another's block (a failed edit resent as a new message):
+            # the outer one was answered by now. Left open, its slot would wait on this
+            # turn, and a window full of such calls would never free.
+            outer.answered = True
+            self._scheduler._answered()
+        await self._scheduler._wait_turn(self._chat_id, self._priority)
+        self._token = _OPEN_CALL.set(self)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _OPEN_CALL.reset(self._token)
+            self._token = None
+        if not self.answered:
+            self.answered = True
+            self._scheduler._answered()
 
 
 # The `FloodScheduler.call()` block the current task is in, if any.
-_OPEN_CALL: ContextVar[_OpenCall | None] = ContextVar("relaygram_open_call", default=None)
+_OPEN_CALL: ContextVar[_Call | None] = ContextVar("relaygram_open_call", default=None)
 
 
 # A ready turn as the dispatcher ranks it: (priority, since, order, turn); `order` is unique,
@@ -123,7 +158,7 @@ class FloodScheduler:
         self._chats: dict[int, _Chat] = {}
         self._waiting: set[int] = set()  # chats with at least one turn queued
         self._order = itertools.count()
-        self._wake = asyncio.Event()
+        self._wake = LeanEvent()
         self._dispatcher: asyncio.Task[None] | None = None
         self._bot_blocked_until = 0.0
         self._recent_penalties: deque[tuple[float, int]] = deque()
@@ -131,10 +166,9 @@ class FloodScheduler:
 
     # --- what senders call ------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def call(
+    def call(
         self, chat_id: int, priority: Priority | Callable[[], Priority] = Priority.URGENT
-    ) -> AsyncIterator[None]:
+    ) -> _Call:
         """Wait until a call to this chat is allowed, then make it inside the block::
 
             async with flood.call(chat_id, Priority.UPDATE):
@@ -146,23 +180,7 @@ class FloodScheduler:
         `priority` may be a callable, read each time the scheduler chooses: a stream waiting
         with an intermediate update becomes URGENT when its final state arrives.
         """
-        outer = _OPEN_CALL.get()
-        if outer is not None and not outer.answered:
-            # A call made inside another's block (a failed edit resent as a new message):
-            # the outer one was answered by now. Left open, its slot would wait on this
-            # turn, and a window full of such calls would never free.
-            outer.answered = True
-            self._answered()
-        await self._wait_turn(chat_id, priority)
-        mine = _OpenCall()
-        token = _OPEN_CALL.set(mine)
-        try:
-            yield
-        finally:
-            _OPEN_CALL.reset(token)
-            if not mine.answered:
-                mine.answered = True
-                self._answered()
+        return _Call(self, chat_id, priority)
 
     async def turn(
         self, chat_id: int, priority: Priority | Callable[[], Priority] = Priority.URGENT

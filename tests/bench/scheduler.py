@@ -18,6 +18,7 @@ import asyncio
 import gc
 import time
 
+from bot.lean_event import LeanEvent
 from bot.streaming.scheduler import FloodScheduler, Priority
 
 
@@ -37,7 +38,7 @@ class VirtualClock:
         await asyncio.sleep(0)
         self.time += max(0.0, seconds)
 
-    async def wait(self, event: asyncio.Event, seconds: float) -> bool:
+    async def wait(self, event: LeanEvent, seconds: float) -> bool:
         await asyncio.sleep(0)
         if event.is_set():
             return True

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bot.lean_event import LeanEvent
 from bot.streaming.scheduler import FloodLimits, FloodScheduler, Priority
 
 PRIVATE = 1001
@@ -37,7 +38,7 @@ class FakeClock:
         await self._settle()
         self.time += max(0.0, seconds)
 
-    async def wait(self, event: asyncio.Event, seconds: float) -> bool:
+    async def wait(self, event: LeanEvent, seconds: float) -> bool:
         await self._settle()
         if event.is_set():
             return True
