@@ -22,7 +22,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -431,13 +430,14 @@ class ChatService:
                         return
 
         pumping = asyncio.create_task(pump(), name=f"agent:{run.agent}")
-        # A future, not a task waiting on the event: one task less per answer in flight.
-        stopping = run.stop_requested.waiter()
+        # Wait for a stop or the stream's end, whichever comes first, on one future: no task
+        # waiting on the event, no `asyncio.wait` (two coroutines), per answer in flight.
+        first = run.stop_requested.waiter()
+        pumping.add_done_callback(lambda _: _resolve(first, False))
         try:
-            first: set[asyncio.Future[Any]] = {pumping, stopping}
-            await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+            await first
         finally:
-            stopping.cancel()
+            first.cancel()
         if not pumping.done():
             if run.task_id and isinstance(run.client, SupportsStop):
                 await self._call_stop(run.client, run.task_id, run.end_user, run.agent)
@@ -565,3 +565,8 @@ def _target(incoming: Incoming) -> Target:
 def _note(text: str) -> RenderedText:
     """A line the bot adds under an answer, in italics so it reads as the bot's, not the agent's."""
     return RenderedText(text, (Entity(type="italic", offset=0, length=utf16_len(text)),))
+
+
+def _resolve(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
