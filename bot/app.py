@@ -226,6 +226,9 @@ async def create_app(
 
     i18n = create_i18n()
     dispatcher = Dispatcher(
+        # No handler keeps a conversation state of aiogram's: its FSM middleware would only
+        # fill its MemoryStorage with a record per chat and user ever seen, for good.
+        disable_fsm=True,
         chat_service=chat_service,
         feedback_service=feedback_service,
         operator_service=operator_service,

@@ -148,3 +148,16 @@ async def test_a_message_slower_to_check_is_still_answered_before_the_next(
     asked = [c.json["query"] for c in h.dify.calls_to("POST", "/chat-messages")]
     assert asked == ["first", "second"]
     assert h.texts() == ["Echo: first", "Echo: second"]
+
+
+async def test_nothing_is_kept_per_chat_in_aiograms_fsm_storage(h: Harness) -> None:
+    # The bot keeps no aiogram conversation state; with the FSM middleware on, its
+    # MemoryStorage got a record for every chat and user ever seen, kept for the process's life.
+    app = h.app
+    assert app is not None
+    h.say("hello")
+    await h.until(lambda: finished(h))
+    await h.until_settled()
+    assert h.texts() == ["Echo: hello"]
+    storage = app.dispatcher.fsm.storage
+    assert getattr(storage, "storage", {}) == {}
