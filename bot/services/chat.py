@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from aiogram.types import InlineKeyboardMarkup
 from redis.exceptions import RedisError
 
 from bot import texts
@@ -135,6 +136,9 @@ class ChatService:
         self._runs: dict[str, _Run] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # answers running or queued in a lane
         self._closing = False
+        # The ⏹ keyboard, one per language, shared by every answer streaming in a group: each
+        # copy of aiogram's models costs ~1 KB, and nothing changes them once made.
+        self._stop_keyboards: dict[str, InlineKeyboardMarkup] = {}
 
     # --- what handlers call --------------------------------------------------------------------
 
@@ -333,8 +337,15 @@ class ChatService:
             # A stable, non-zero id per answer: Telegram animates changes to the same draft.
             draft_id=secrets.randbelow(2**31 - 1) + 1 if use_drafts else None,
             drafts=self._drafts,
-            stop_markup=stop_keyboard(),
+            stop_markup=self._stop_keyboard(),
         )
+
+    def _stop_keyboard(self) -> InlineKeyboardMarkup:
+        label = str(texts.STOP_BUTTON)  # in this answer's language
+        keyboard = self._stop_keyboards.get(label)
+        if keyboard is None:
+            keyboard = self._stop_keyboards[label] = stop_keyboard()
+        return keyboard
 
     async def _generate(self, run: _Run, incoming: Incoming, reply: ReplyStream) -> None:
         scope = run.scope
