@@ -447,6 +447,9 @@ class ChatService:
         pumping.add_done_callback(lambda _: _resolve(first, False))
         try:
             await first
+        except asyncio.CancelledError:
+            pumping.cancel()  # the answer is cancelled (shutdown): so is its stream
+            raise
         finally:
             first.cancel()
         if not pumping.done():
