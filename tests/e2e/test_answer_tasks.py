@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import AsyncIterator
 
 import fakeredis
 import pytest
 from aiogram.types import Message, Update
 from redis.exceptions import RedisError
 
+from bot.agents.base import AgentEvent, AgentRequest, TextDelta
+from bot.agents.dify import DifyClient
 from bot.services.access import AccessService, Decision
 from bot.services.routing import AgentRouting
 from bot.streaming.clock import ScaledClock
@@ -161,3 +164,28 @@ async def test_nothing_is_kept_per_chat_in_aiograms_fsm_storage(h: Harness) -> N
     assert h.texts() == ["Echo: hello"]
     storage = app.dispatcher.fsm.storage
     assert getattr(storage, "storage", {}) == {}
+
+
+async def test_an_answer_cancelled_mid_stream_closes_its_agent_stream(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Cancelling an answer's task (what shutdown does after its grace) must not leave the
+    # agent's stream running, unread, in a task of its own.
+    app = h.app
+    assert app is not None
+    streaming, closed = asyncio.Event(), asyncio.Event()
+
+    async def endless(self: DifyClient, request: AgentRequest) -> AsyncIterator[AgentEvent]:
+        try:
+            yield TextDelta("thinking")
+            streaming.set()
+            await asyncio.Event().wait()
+        finally:
+            closed.set()
+
+    monkeypatch.setattr(DifyClient, "stream", endless)
+    h.say("hello")
+    await asyncio.wait_for(streaming.wait(), 5)
+    for task in list(app.chat_service._tasks):
+        task.cancel()
+    await asyncio.wait_for(closed.wait(), 5)
