@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from bot.app import Relaygram, create_app
 from bot.config import AgentsConfig, Settings, parse_agents
+from bot.services.access import AccessService, Decision
 from bot.streaming.clock import ScaledClock
 from storage import ChatScope, Storage
 from tests.fakes.dify import FakeApp, FakeDify
@@ -177,6 +178,19 @@ class Harness:
 
     def callback_answers(self) -> list[str]:
         return [str(c.get("text", "")) for c in self.telegram.answered_callbacks]
+
+
+def slow_access_check(monkeypatch: pytest.MonkeyPatch, slow: Callable[[str], bool]) -> None:
+    """Make the access check of the questions `slow` picks 0.2 s slower: aiogram handles the
+    updates of one batch concurrently, so without ordering a later message would overtake."""
+    check = AccessService.check_question
+
+    async def slower(self: AccessService, bot_id: int, user_id: int, question: str) -> Decision:
+        if slow(question):
+            await asyncio.sleep(0.2)
+        return await check(self, bot_id, user_id, question)
+
+    monkeypatch.setattr(AccessService, "check_question", slower)
 
 
 # --- reading what the user sees ----------------------------------------------------------------

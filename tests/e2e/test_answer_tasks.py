@@ -19,11 +19,10 @@ from redis.exceptions import RedisError
 
 from bot.agents.base import AgentEvent, AgentRequest, TextDelta
 from bot.agents.dify import DifyClient
-from bot.services.access import AccessService, Decision
 from bot.services.routing import AgentRouting
 from bot.streaming.clock import ScaledClock
 from storage import Storage
-from tests.e2e.conftest import Harness, bot_messages, finished
+from tests.e2e.conftest import Harness, bot_messages, finished, slow_access_check
 from tests.fakes.dify import FakeDify, Script
 from tests.fakes.telegram import FakeTelegram
 
@@ -133,16 +132,7 @@ async def test_a_message_slower_to_check_is_still_answered_before_the_next(
 ) -> None:
     # aiogram handles the updates of one batch concurrently; here the first message's access
     # check (a Redis call) is the slower one.
-    check = AccessService.check_question
-
-    async def slow_for_the_first(
-        self: AccessService, bot_id: int, user_id: int, question: str
-    ) -> Decision:
-        if question == "first":
-            await asyncio.sleep(0.2)
-        return await check(self, bot_id, user_id, question)
-
-    monkeypatch.setattr(AccessService, "check_question", slow_for_the_first)
+    slow_access_check(monkeypatch, lambda question: question == "first")
     h.say("first")
     h.say("second")  # the same getUpdates batch
     await h.until(lambda: len([m for m in bot_messages(h) if m.reply_markup]) == 2)

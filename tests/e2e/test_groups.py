@@ -3,12 +3,16 @@ per-person ratings, reply-to branching."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from bot.services.access import AccessService, Decision
-from tests.e2e.conftest import Harness, bot_messages, button_data, buttons, finished
+from tests.e2e.conftest import (
+    Harness,
+    bot_messages,
+    button_data,
+    buttons,
+    finished,
+    slow_access_check,
+)
 from tests.fakes.dify import Script
 
 GROUP = -100500
@@ -179,16 +183,7 @@ async def test_a_reply_thread_keeps_its_place_in_the_groups_order(
     # Outside a forum, message_thread_id marks a reply thread, which belongs to the group's
     # conversation: a message in it is answered after the one sent before it, even when the
     # earlier one's access check is the slower (aiogram handles a batch concurrently).
-    check = AccessService.check_question
-
-    async def slow_for_the_first(
-        self: AccessService, bot_id: int, user_id: int, question: str
-    ) -> Decision:
-        if question.endswith("first"):
-            await asyncio.sleep(0.2)
-        return await check(self, bot_id, user_id, question)
-
-    monkeypatch.setattr(AccessService, "check_question", slow_for_the_first)
+    slow_access_check(monkeypatch, lambda question: question.endswith("first"))
     hg.say(f"{MENTION} first", chat_id=GROUP, user_id=ASKER)
     hg.say(f"{MENTION} second", chat_id=GROUP, user_id=OTHER, thread_id=77)
     await hg.until(lambda: len(queries(hg)) == 2)
